@@ -1,0 +1,50 @@
+# consul-medic: the commands a newcomer runs.
+#   make demo    the self-heal story end to end on this machine (root, Debian/Ubuntu)
+#   make test    the whole suite: unit, real Consul, real Docker
+#   make bench   the speed figures (a table, and bench-results.json)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbed test unit demo demo-down bench clean consul-up consul-down config
+
+help:
+	@sed -n '1,5p' Makefile
+
+$(BIN)/medic-check: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# compat editable mode: a plain path .pth, no import hook on every interpreter start
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	@touch $@
+
+venv: $(BIN)/medic-check
+
+testbed:
+	bash testbed/install.sh
+
+# pytest exits 5 when it collected nothing: that is a failure here, like any non-zero.
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest -m 'not consul and not docker' $(PYTEST_ARGS)
+
+demo: testbed venv
+	bash testbed/demo.sh
+
+demo-down:
+	bash testbed/demo.sh down
+
+bench: testbed venv
+	$(BIN)/python tests/bench.py
+
+consul-up: venv
+	bash testbed/consul.sh up $(or $(MODE),dev)
+
+consul-down:
+	bash testbed/consul.sh down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info build dist .testbed

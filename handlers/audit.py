@@ -1,0 +1,62 @@
+"""The audit log: one JSON line per service per run, for every action and every
+deliberate non-action, saying why.
+
+Path: --audit-log > MEDIC_AUDIT_LOG > /var/lib/consul-medic/audit.jsonl.
+Each record is written with a single O_APPEND write, so concurrent handlers
+never interleave lines. Secrets handed to the writer are scrubbed from every
+record before it is written.
+"""
+import json
+import os
+import socket
+import time
+
+DEFAULT_AUDIT_LOG = "/var/lib/consul-medic/audit.jsonl"
+
+
+def audit_path(explicit=None, environ=None):
+    env = os.environ if environ is None else environ
+    return explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG
+
+
+def _scrub(value, secrets):
+    if isinstance(value, str):
+        for s in secrets:
+            value = value.replace(s, "<redacted>")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+class AuditLog:
+    def __init__(self, path, secrets=()):
+        self.path = path
+        self.secrets = tuple(s for s in secrets if s)
+
+    def write(self, record):
+        """Append one record; returns the line written. Raises OSError on failure."""
+        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%03dZ" % (time.time() % 1 * 1000),
+               "host": socket.gethostname(), "pid": os.getpid()}
+        rec.update(record)
+        line = json.dumps(_scrub(rec, self.secrets), sort_keys=True, default=str) + "\n"
+        d = os.path.dirname(self.path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+        return line
+
+
+def read(path):
+    """All records of an audit log (for tests, status and the demo)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,35 @@
+"""Domain errors. The wrapper in `handlers.runtime` turns each into one status line
+and the UNKNOWN exit state (3): nothing was decided, nothing was changed."""
+
+
+class MedicError(Exception):
+    """Base: a failure that is explained by its message alone (no traceback needed)."""
+    kind = "error"
+
+
+class UsageError(MedicError):
+    kind = "usage"
+
+
+class SpecError(MedicError):
+    """A spec file that is missing, unreadable, invalid or duplicated."""
+    kind = "spec"
+
+
+class PayloadError(MedicError):
+    """A watch payload on stdin that cannot be understood."""
+    kind = "payload"
+
+
+class ConsulError(MedicError):
+    """Consul unreachable, timing out, refusing (ACL) or answering nonsense."""
+    kind = "consul"
+
+
+class EngineError(MedicError):
+    """The Docker engine (or compose) unreachable or failing."""
+    kind = "engine"
+
+
+class DeadlineExceeded(MedicError):
+    kind = "timeout"

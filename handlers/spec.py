@@ -1,0 +1,319 @@
+"""Service specs: load, validate once, return frozen typed objects.
+
+A spec is one JSON file per Consul service, validated against specs/schema.json
+(JSON Schema 2020-12). Raw dicts never leave this module: callers get `Spec`
+namedtuples whose nested parts are namedtuples or read-only mappings.
+
+Validation (jsonschema, ~70 ms of CPU to import) runs only when a file changed:
+the normalised document is cached keyed by path, inode, mtime and size (and the
+schema's), so the `medic-check` hot path pays a stat and a marshal load.
+"""
+import json
+import marshal
+import os
+import types
+from collections import namedtuple
+
+from .errors import SpecError
+
+DEFAULT_SPECS_DIR = "/etc/consul-medic/specs"
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "schema.json")
+_CACHE_VERSION = 1
+
+CHECK_DEFAULTS = {"interval": 10.0, "timeout": 5.0, "mode": "script",
+                  "success_before_passing": 0, "failures_before_critical": 0}
+HEAL_DEFAULTS = {"enabled": True, "grace": 30.0, "cooldown": 10.0, "backoff_base": 10.0,
+                 "backoff_max": 300.0, "max_attempts": 5, "window": 600.0, "scale_down": False,
+                 "replace_failing": False, "max_instances": None, "command_timeout": 120.0}
+_DURATIONS = {"check": ("interval", "timeout"),
+              "heal": ("grace", "cooldown", "backoff_base", "backoff_max", "window", "command_timeout")}
+
+Scale = namedtuple("Scale", "driver project file service")
+CheckPolicy = namedtuple("CheckPolicy", sorted(CHECK_DEFAULTS))
+HealPolicy = namedtuple("HealPolicy", sorted(HEAL_DEFAULTS))
+Spec = namedtuple("Spec", "service instances scale check heal notify env consul_addr path environments")
+Spec.__doc__ = """One service's declared state, with the selected environment's overrides applied.
+
+service: Consul service name; instances: how many must pass; scale: Scale;
+check: CheckPolicy; heal: HealPolicy; notify: read-only mapping; env: selected
+environment name or None; consul_addr: that environment's Consul address or None;
+path: the spec file; environments: names of the environments the file defines."""
+
+
+def specs_dir(explicit=None, environ=None):
+    env = os.environ if environ is None else environ
+    return explicit or env.get("MEDIC_SPECS") or DEFAULT_SPECS_DIR
+
+
+# -- durations ------------------------------------------------------------
+_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+
+
+def parse_duration(value):
+    """'1m30s' -> 90.0, '500ms' -> 0.5, 12 -> 12.0 (already schema-checked)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    total, num = 0.0, ""
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c.isdigit() or c == ".":
+            num += c
+            i += 1
+            continue
+        for unit, factor in _UNITS:
+            if value.startswith(unit, i):
+                total += float(num) * factor
+                num, i = "", i + len(unit)
+                break
+        else:
+            raise ValueError("bad duration %r" % value)
+    if num:
+        raise ValueError("bad duration %r" % value)
+    return total
+
+
+def format_duration(seconds):
+    """Seconds -> Consul duration string ('10s', '1500ms')."""
+    if float(seconds).is_integer():
+        return "%ds" % int(seconds)
+    return "%dms" % round(seconds * 1000)
+
+
+# -- validation and normalisation (cold path) -----------------------------
+_validator = None
+
+
+def _schema_validator():
+    global _validator
+    if _validator is None:
+        import jsonschema
+        with open(SCHEMA_PATH, encoding="utf-8") as f:
+            schema = json.load(f)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _validator = cls(schema)
+    return _validator
+
+
+def _error_path(err):
+    path = "$"
+    for p in err.absolute_path:
+        path += "[%d]" % p if isinstance(p, int) else "." + str(p)
+    return path
+
+
+def validate_document(doc, path):
+    """Raise SpecError naming file, JSON path and problem; return nothing."""
+    import jsonschema
+
+    v = _schema_validator()
+    errors = sorted(v.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        msg = best.message
+        if best.validator == "oneOf" and _error_path(best).endswith(".scale"):
+            msg = "scale must be {driver: compose, project, file, service} or {driver: swarm, service}"
+        if len(msg) > 200:
+            msg = msg[:197] + "..."
+        raise SpecError("%s: %s: %s" % (path, _error_path(best), msg))
+
+
+def _normalise_part(part, path, where):
+    out = dict(part)
+    for section, keys in _DURATIONS.items():
+        if section in out:
+            sec = dict(out[section])
+            for k in keys:
+                if k in sec:
+                    sec[k] = parse_duration(sec[k])
+            out[section] = sec
+    scale = out.get("scale")
+    if scale and scale.get("driver") == "compose" and not os.path.isabs(scale["file"]):
+        scale = dict(scale)
+        scale["file"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), scale["file"]))
+        out["scale"] = scale
+    return out
+
+
+def normalise(doc, path):
+    """Validated raw document -> plain normalised dict (durations in seconds, absolute paths)."""
+    out = _normalise_part({k: v for k, v in doc.items() if k != "environments"}, path, "$")
+    envs = {}
+    for name, part in sorted((doc.get("environments") or {}).items()):
+        envs[name] = _normalise_part(part, path, "$.environments." + name)
+    out["environments"] = envs
+    return out
+
+
+def _semantic_checks(doc, path, env=None):
+    heal = doc["heal"]
+    where = "$.environments.%s" % env if env else "$"
+    if heal["max_instances"] is not None and heal["max_instances"] < doc["instances"]:
+        raise SpecError("%s: %s.heal.max_instances: %d is below instances (%d)"
+                        % (path, where, heal["max_instances"], doc["instances"]))
+    if heal["backoff_base"] > heal["backoff_max"]:
+        raise SpecError("%s: %s.heal.backoff_base: larger than backoff_max" % (path, where))
+    if doc["check"]["timeout"] <= 0:
+        raise SpecError("%s: %s.check.timeout: must be > 0" % (path, where))
+
+
+# -- cache ----------------------------------------------------------------
+def _cache_dir(environ=None):
+    env = os.environ if environ is None else environ
+    if env.get("MEDIC_CACHE_DIR") is not None:
+        return env["MEDIC_CACHE_DIR"] or None  # empty string disables the cache
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "consul-medic")
+
+
+def _cache_key(st, schema_st):
+    return (_CACHE_VERSION, st.st_ino, st.st_mtime_ns, st.st_size, schema_st.st_mtime_ns, schema_st.st_size)
+
+
+def _cache_file(cdir, real):
+    return os.path.join(cdir, "spec" + real.replace("%", "%25").replace("/", "%") + ".marshal")
+
+
+def _cache_get(cdir, real, key):
+    try:
+        with open(_cache_file(cdir, real), "rb") as f:
+            stored_key, doc = marshal.load(f)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    return doc if stored_key == key else None
+
+
+def _cache_put(cdir, real, key, doc):
+    try:
+        os.makedirs(cdir, mode=0o700, exist_ok=True)
+        target = _cache_file(cdir, real)
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        with open(tmp, "wb") as f:
+            marshal.dump((key, doc), f)
+        os.replace(tmp, target)
+    except (OSError, ValueError):
+        pass  # the cache is an optimisation only
+
+
+# -- loading --------------------------------------------------------------
+def load_document(path, use_cache=True):
+    """Read, validate and normalise one spec file -> plain dict (module-private use)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SpecError("%s: no such spec file" % path) from None
+    except OSError as e:
+        raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
+    real = os.path.realpath(path)
+    cdir = _cache_dir() if use_cache else None
+    key = None
+    if cdir:
+        try:
+            key = _cache_key(st, os.stat(SCHEMA_PATH))
+        except OSError:
+            key = None
+        if key:
+            doc = _cache_get(cdir, real, key)
+            if doc is not None:
+                return doc
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1024 * 1024 + 1)
+    except OSError as e:
+        raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
+    if len(raw) > 1024 * 1024:
+        raise SpecError("%s: larger than 1 MiB" % path)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError("%s: not UTF-8 text" % path) from None
+    except ValueError as e:
+        raise SpecError("%s: $: not valid JSON: %s" % (path, e)) from None
+    validate_document(doc, path)
+    try:
+        doc = normalise(doc, path)
+    except ValueError as e:
+        raise SpecError("%s: %s" % (path, e)) from None
+    for env in [None] + sorted(doc["environments"]):
+        _semantic_checks(_merged(doc, env), path, env)
+    if key:
+        _cache_put(cdir, real, key, doc)
+    return doc
+
+
+def _merged(doc, env):
+    base = {k: v for k, v in doc.items() if k != "environments"}
+    over = doc["environments"].get(env, {}) if env else {}
+    out = {"service": base["service"], "instances": over.get("instances", base["instances"]),
+           "scale": over.get("scale", base["scale"]), "consul_addr": over.get("consul_addr")}
+    for section, defaults in (("check", CHECK_DEFAULTS), ("heal", HEAL_DEFAULTS)):
+        merged = dict(defaults)
+        merged.update(base.get(section) or {})
+        merged.update(over.get(section) or {})
+        out[section] = merged
+    notify = dict(base.get("notify") or {})
+    notify.update(over.get("notify") or {})
+    out["notify"] = notify
+    return out
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def build(doc, path, env=None):
+    """Normalised document + environment -> frozen Spec."""
+    m = _merged(doc, env)
+    sc = m["scale"]
+    scale = Scale(sc["driver"], sc.get("project"), sc.get("file"), sc["service"])
+    return Spec(m["service"], m["instances"], scale,
+                CheckPolicy(**m["check"]), HealPolicy(**m["heal"]), _freeze(m["notify"]),
+                env, m["consul_addr"], path, tuple(sorted(doc["environments"])))
+
+
+def load_file(path, env=None, use_cache=True):
+    return build(load_document(path, use_cache), path, env)
+
+
+def _spec_files(dirpath):
+    try:
+        names = sorted(os.listdir(dirpath))
+    except FileNotFoundError:
+        raise SpecError("%s: specs directory does not exist" % dirpath) from None
+    except NotADirectoryError:
+        raise SpecError("%s: specs path is not a directory" % dirpath) from None
+    except OSError as e:
+        raise SpecError("%s: cannot list specs: %s" % (dirpath, e.strerror)) from None
+    return [os.path.join(dirpath, n) for n in names
+            if n.endswith(".json") and not n.startswith(".") and n != "schema.json"]
+
+
+def load_dir(dirpath, env=None, use_cache=True):
+    """Every spec in a directory -> {service: Spec}; a duplicate service is an error."""
+    specs, seen = {}, {}
+    for path in _spec_files(dirpath):
+        spec = load_file(path, env, use_cache)
+        key = spec.service.lower()  # Consul DNS is case-insensitive
+        if key in seen:
+            raise SpecError("%s: $.service: %r is already declared by %s" % (path, spec.service, seen[key]))
+        seen[key] = path
+        specs[spec.service] = spec
+    return dict(sorted(specs.items()))
+
+
+def find(dirpath, service, env=None, use_cache=True):
+    """The spec for one service: `<dir>/<service>.json` if it declares it, else a scan."""
+    direct = os.path.join(dirpath, service + ".json")
+    if "/" not in service and os.path.exists(direct):
+        spec = load_file(direct, env, use_cache)
+        if spec.service == service:
+            return spec
+    for s in load_dir(dirpath, env, use_cache).values():
+        if s.service == service:
+            return s
+    raise SpecError("%s: no spec declares service %r" % (dirpath, service))

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Installs and starts what consul-medic's tests and demo need, on Debian 12 as root.
+# Idempotent: each step checks first and does nothing when the part is already there.
+#   consul 1.8.7       from the Debian 11 archive (not packaged in Debian 12)
+#   docker.io          from Debian 12; dockerd started in the background if no engine answers
+#   docker compose v2  from the Debian 13 docker-compose .deb, as a Docker CLI plugin
+#   busybox-static     for the demo image (no registry is reachable)
+set -euo pipefail
+log() { printf 'testbed: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (installs packages and starts dockerd)"
+WORK=${MEDIC_APT_DIR:-/var/cache/consul-medic/apt}
+APT_UPDATED=""
+
+apt_update_once() {
+  [ -n "$APT_UPDATED" ] && return
+  log "apt-get update"
+  apt-get update -qq
+  APT_UPDATED=1
+}
+
+# Download one package from another Debian suite without touching the system's apt state.
+fetch_deb() {  # suite package -> path of the .deb
+  local suite=$1 pkg=$2
+  mkdir -p "$WORK/lists/partial" "$WORK/archives/partial" "$WORK/debs"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian %s main\n' \
+    "$suite" > "$WORK/sources-$suite.list"
+  local opts=(-o "Dir::Etc::SourceList=$WORK/sources-$suite.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$WORK/lists/$suite" -o "Dir::Cache::Archives=$WORK/archives"
+              -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  mkdir -p "$WORK/lists/$suite/partial"
+  apt-get "${opts[@]}" update -qq >&2
+  (cd "$WORK/debs" && rm -f "${pkg}"_*.deb && apt-get "${opts[@]}" download "$pkg/$suite" >&2)
+  ls "$WORK/debs/${pkg}"_*.deb
+}
+
+install_consul() {
+  if command -v consul >/dev/null && consul version 2>/dev/null | grep -q '^Consul v1\.\([89]\|[1-9][0-9]\)'; then
+    log "consul present: $(consul version | head -1)"; return
+  fi
+  log "installing consul 1.8.7 from Debian 11 (bullseye)"
+  local deb x; deb=$(fetch_deb bullseye consul); x=$(mktemp -d)
+  dpkg -x "$deb" "$x"
+  install -m 0755 "$x/usr/bin/consul" /usr/local/bin/consul
+  rm -rf "$x"
+  consul version | head -1 >&2
+}
+
+install_docker() {
+  if command -v dockerd >/dev/null && command -v containerd >/dev/null && command -v runc >/dev/null; then
+    log "docker engine present: $(dockerd --version)"; return
+  fi
+  apt_update_once
+  log "installing docker.io from Debian 12"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+}
+
+install_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    log "compose present: $(docker compose version)"; return
+  fi
+  log "installing docker compose v2 from Debian 13 (trixie) as a CLI plugin"
+  local deb x; deb=$(fetch_deb trixie docker-compose); x=$(mktemp -d)
+  dpkg -x "$deb" "$x"
+  mkdir -p /usr/local/lib/docker/cli-plugins
+  install -m 0755 "$x/usr/libexec/docker/cli-plugins/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
+  rm -rf "$x"
+  docker compose version >&2
+}
+
+install_busybox() {
+  if dpkg -s busybox-static >/dev/null 2>&1; then log "busybox-static present"; return; fi
+  apt_update_once
+  log "installing busybox-static"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+}
+
+engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+start_dockerd() {
+  if engine_answers; then log "docker engine answers"; return; fi
+  if pgrep -x dockerd >/dev/null; then
+    log "dockerd runs but does not answer yet; waiting"
+  else
+    # A killed engine leaves pid files and sockets behind; the pid may even belong to
+    # another process by now. Nothing of ours runs, so they are all stale.
+    log "starting dockerd (clearing stale pid files and sockets)"
+    rm -f /var/run/docker.pid /var/run/docker.sock \
+          /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock \
+          /var/run/docker/containerd/containerd-debug.sock
+    if ! pgrep -x containerd >/dev/null; then rm -f /run/containerd/containerd.sock; fi
+    mkdir -p /var/log/consul-medic
+    nohup setsid dockerd --host unix:///var/run/docker.sock \
+      >>/var/log/consul-medic/dockerd.log 2>&1 </dev/null &
+  fi
+  for _ in $(seq 1 120); do
+    if engine_answers; then log "docker engine answers"; return; fi
+    sleep 0.5
+  done
+  tail -20 /var/log/consul-medic/dockerd.log >&2 || true
+  die "dockerd did not answer within 60 s (log: /var/log/consul-medic/dockerd.log)"
+}
+
+install_consul
+install_docker
+install_busybox
+start_dockerd
+install_compose
+"$(dirname "$0")/build-image.sh"
+log "ready"
