@@ -1,0 +1,18 @@
+"""The Consul KV layout medic shares between monitoring nodes and executables.
+
+    medic/<env>/lock/<service>          session lock: heal, rolling update, drain, failover
+    medic/<env>/history/<service>       bounded JSON list of heal actions (time, result, index)
+    medic/<env>/circuit/<service>       open circuit marker (crash loop), cleared by --reset
+    medic/<env>/notify/<service>/<id>   last notified state per check (medic-notify)
+    medic/<env>/roles/<service-id>      dynamic role tags (medic-tag)
+
+<env> is the selected environment, or "default" when none is selected.
+"""
+PREFIX = "medic"
+
+
+def key(env, kind, *parts):
+    for p in parts:
+        if not p or "/" in p or p in (".", ".."):
+            raise ValueError("bad KV key part %r" % (p,))
+    return "/".join((PREFIX, env or "default", kind) + tuple(parts))
