@@ -68,3 +68,8 @@ def demo_image(docker_client):
 def unique():
     """A short unique token for service, project and container names."""
     return uuid.uuid4().hex[:8]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that restart the shared Docker engine run last, so they disturb no other test."""
+    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)

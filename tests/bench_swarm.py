@@ -1,0 +1,83 @@
+"""Docker Swarm mode's own time to heal, on this engine, for the bench's comparison row.
+
+Swarm heals the same demo image: a service of 3 replicas with a container-local
+health check (`wget http://127.0.0.1/cgi-bin/health` inside the container, 1 s
+interval: the same cadence as the demo's Consul HTTP check). One trial: `docker
+kill` one task's container, then time until a NEW container of the service is
+`healthy` (Swarm's notion of a passing replacement). Default restart policy
+(condition any, CLI default delay 5 s) as a Swarm user gets it.
+
+The engine is left as found: the swarm is left only if this module joined it,
+and the service is removed either way.
+"""
+import statistics
+import subprocess
+import time
+import uuid
+
+
+def _docker(*args, check=True, timeout=60):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def _swarm_state():
+    return _docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+
+
+def _containers(service):
+    out = _docker("ps", "-a", "--filter", "label=com.docker.swarm.service.name=" + service,
+                  "--format", "{{.ID}} {{.Status}}").stdout
+    return [line.split(" ", 1) for line in out.splitlines() if line.strip()]
+
+
+def _healthy(service):
+    return {cid for cid, status in _containers(service) if "(healthy)" in status and status.startswith("Up")}
+
+
+def p90(values):
+    xs = sorted(values)
+    return xs[min(len(xs) - 1, max(0, round(0.9 * len(xs) + 0.5) - 1))]
+
+
+def measure_swarm_time_to_heal(image="medic-demo:latest", trials=10, replicas=3, timeout=60.0):
+    """-> {"median", "p90", "trials", "samples"} seconds from kill to a new healthy task."""
+    joined = False
+    if _swarm_state() != "active":
+        _docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
+        joined = True
+    name = "medic-bench-swarm-" + uuid.uuid4().hex[:6]
+    samples = []
+    try:
+        _docker("service", "create", "-d", "--name", name, "--replicas", str(replicas),
+                "--health-cmd", "wget -q -O /dev/null http://127.0.0.1/cgi-bin/health",
+                "--health-interval", "1s", "--health-timeout", "1s", "--health-retries", "1",
+                "--health-start-period", "0s", image)
+        _wait(lambda: len(_healthy(name)) == replicas, timeout, "swarm service healthy")
+        for _ in range(trials):
+            before = _healthy(name)
+            victim = sorted(before)[0]
+            t0 = time.monotonic()
+            _docker("kill", victim)
+            _wait(lambda: len(_healthy(name) - before) >= 1, timeout, "a replacement task healthy")
+            samples.append(time.monotonic() - t0)
+            _wait(lambda: len(_healthy(name)) == replicas, timeout, "back to %d healthy" % replicas)
+    finally:
+        _docker("service", "rm", name, check=False)
+        if joined:
+            _docker("swarm", "leave", "--force", check=False)
+    return {"median": statistics.median(samples), "p90": p90(samples), "trials": len(samples),
+            "samples": samples}
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("swarm bench: timed out waiting for " + what)
+
+
+if __name__ == "__main__":
+    r = measure_swarm_time_to_heal(trials=3)
+    print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "samples"})
