@@ -128,7 +128,8 @@ def parse(argv):
         except ValueError:
             return None
     o["all"], o["ttl"] = bool(o["all"]), bool(o["ttl"])
-    o["service"] = o.pop("args")[0] if o["args"] else None
+    args = o.pop("args")
+    o["service"] = args[0] if args else None
     return o
 
 
