@@ -27,6 +27,7 @@ import os
 import time
 
 from . import check, health, lighthttp, settings, spec
+from .runtime import status_line
 from .errors import ConsulError, MedicError, SpecError
 from .status import Outcome, Status, worst
 
@@ -109,7 +110,6 @@ def summarise(results, written, fallback=False, no_ttl=()):
         counts[Status.UNKNOWN], written)
     if fallback:
         perf += " fallback=1"
-    from .runtime import status_line
     first = "%s | %s" % (status_line(status, text), perf)
     lines = [check.clean(o.text.split("\n", 1)[0].split(" | ", 1)[0])
              for _, o in sorted(results.items(), key=lambda kv: (-kv[1].status, kv[0])) if o.status != Status.OK]
@@ -141,7 +141,6 @@ def load_specs(dirpath, env):
 
 
 def unknown(err):
-    from .runtime import status_line
     kind = "" if err.kind == "error" else err.kind + ": "
     return Outcome(Status.UNKNOWN, status_line(Status.UNKNOWN, kind + str(err)))
 
