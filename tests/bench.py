@@ -167,11 +167,25 @@ def batch_1000(b, n=1000):
     ]
 
 
-MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000]
+def distribution(samples):
+    """Seconds per trial -> the {"median", "p90", "trials"} the results file records."""
+    return {"median": round(statistics.median(samples), 3), "p90": round(p90(samples), 3), "trials": len(samples)}
+
+
+def swarm_time_to_heal(b, trials=10):
+    import bench_swarm
+    d = distribution(bench_swarm.measure_swarm_time_to_heal(trials=trials))
+    return [Row("swarm_time_to_heal_s", d, "s", None,
+                "Swarm mode, same image and engine: docker kill -> new task healthy (default restart delay)")]
+
+
+MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, swarm_time_to_heal]
 
 
 # -- output ------------------------------------------------------------------------
 def fmt(v):
+    if isinstance(v, dict) and "median" in v:
+        return "median %g / p90 %g (n=%d)" % (v["median"], v["p90"], v["trials"])
     return "%g" % v if isinstance(v, float) else str(v)
 
 
