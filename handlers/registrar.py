@@ -196,6 +196,41 @@ def apply_tag_change(tags, add=(), remove=()):
     return tuple(dict.fromkeys(out + list(add)))
 
 
+AUTO_TAGGED = ("lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6")
+
+
+def retag(service, agent_checks, tags):
+    """Re-registration body for an agent service with new `tags`, keeping its checks. Pure.
+
+    `service` is GET /v1/agent/service/<id>, `agent_checks` GET /v1/agent/checks (values).
+    Consul 1.8 has no in-place tag edit and does not show check definitions, so:
+    a service this registrar built (Meta medic_registrar + check_* attributes) gets its
+    check rebuilt from its Meta exactly as the registrar builds it (`replace` True: the
+    check's copy of the tags follows); any other service is re-registered WITHOUT a
+    check and without replace-existing-checks, which leaves its checks running untouched.
+    Returns (body, replace). Raises ValueError for a service it cannot re-register safely.
+    """
+    if service.get("Kind") or service.get("Proxy") or service.get("Connect"):
+        raise ValueError("service %s is a Connect proxy or native service: not re-registered"
+                         % service.get("ID"))
+    sid, meta = service["ID"], dict(service.get("Meta") or {})
+    body = {"ID": sid, "Name": service["Service"], "Address": service.get("Address", ""),
+            "Port": service.get("Port", 0), "Tags": list(tags), "Meta": meta,
+            "EnableTagOverride": bool(service.get("EnableTagOverride"))}
+    if service.get("Weights"):
+        body["Weights"] = service["Weights"]
+    tagged = {k: v for k, v in (service.get("TaggedAddresses") or {}).items() if k not in AUTO_TAGGED}
+    if tagged:
+        body["TaggedAddresses"] = tagged
+    mine = {(c.get("CheckID"), c.get("Type")) for c in agent_checks if c.get("ServiceID") == sid}
+    check = build_check(meta, body["Address"], body["Port"]) if meta.get(META_REGISTRAR) else None
+    if check and mine == {("service:" + sid, check_type(check))}:
+        check.pop("Status", None)  # the running check keeps its status
+        body["Check"] = check
+        return body, True
+    return body, False
+
+
 def parse_role(raw):
     """KV value -> {"add": [...], "remove": [...]}; raises ValueError when malformed."""
     data = json.loads(raw)
