@@ -88,11 +88,7 @@ def run(s, env, service_id, add, remove, audit_log=None):
         # 1. the role, compare-and-set: the registrar's source of truth survives restarts
         for _ in range(CAS_ATTEMPTS):
             new_role = registrar.apply_role_change(role, add, remove)
-            if not new_role["add"] and not new_role["remove"]:
-                ok = index is None or _cas(c, "DELETE", key, index)
-            else:
-                ok = _cas(c, "PUT", key, index or 0, json.dumps(new_role, sort_keys=True).encode())
-            if ok:
+            if _cas(c, key, index or 0, json.dumps(new_role, sort_keys=True).encode()):
                 break
             role, index, note = _read_role(c, key)
         else:
@@ -134,8 +130,8 @@ def _read_role(c, key):
         return None, entry["ModifyIndex"], " (replaced a malformed record: %s)" % e
 
 
-def _cas(c, method, key, index, body=None):
-    resp = c.call(method, "/v1/kv/" + key, [("cas", str(index))], body)
+def _cas(c, key, index, body):
+    resp = c.call("PUT", "/v1/kv/" + key, [("cas", str(index))], body)
     return resp.body.strip() == b"true"
 
 

@@ -113,7 +113,7 @@ def service_id(container_name, port=80, host=None):
     return "%s:%s:%d" % (host or socket.gethostname(), container_name, port)
 
 
-def measure_register_100(n=100, timeout=300.0, workers=10):
+def measure_register_100(n=100, timeout=300.0, workers=10, detail=None):
     """Seconds from starting `n` labelled containers at once until the registrar has
     registered all of them (own Consul agent, own daemon, everything cleaned up).
 
@@ -135,12 +135,16 @@ def measure_register_100(n=100, timeout=300.0, workers=10):
             run_container(client, token, name, labels={"SERVICE_NAME": "r100-" + token})
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             list(pool.map(start, names))
+        started = time.monotonic() - t0
         want = {service_id(nm) for nm in names}
 
         def all_there():
             return want <= set(services(agent))
         support.wait_for(all_there, timeout=timeout, interval=0.05, what="%d registrations" % n)
-        return time.monotonic() - t0
+        total = time.monotonic() - t0
+        if detail is not None:
+            detail.update(started_s=started, after_last_start_s=total - started, n=n)
+        return total
     finally:
         daemon.stop()
         remove_containers(client, token)
