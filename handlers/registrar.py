@@ -466,9 +466,11 @@ class Agent:
 
     def roles(self):
         """{service id: role} from KV; malformed records are returned as errors, not raised."""
-        resp = self.conn.call("GET", "/v1/kv/" + self.prefix, [("recurse", None)], ok=(200, 404))
+        resp = self.conn.call("GET", "/v1/kv/" + self.prefix, [("recurse", None)], ok=(200, 403, 404))
         if resp.status == 404:
             return {}, []
+        if resp.status == 403:  # a token without key:read: register anyway, say so
+            return {}, [(self.prefix, "permission denied (ACL): role tags not applied")]
         roles, bad = {}, []
         import base64
         for e in resp.json() or ():
@@ -607,7 +609,7 @@ class Registrar:
         d = diff(want, services, checks, self.opts.registrar_id, scope)
         self._skips_now = set()
         for key, why in bad_roles:
-            self._note_skip(("role", key, why), {"action": "ignore", "key": key, "reason": "bad role record: " + why})
+            self._note_skip(("role", key, why), {"action": "ignore", "key": key, "reason": "role record: " + why})
         for s in skips:
             self._note_skip(s, {"action": "ignore", "container": s.container, "service_id": s.what,
                                 "reason": s.reason})
@@ -786,7 +788,7 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
         while not stop.is_set():
             now = clock()
             deadlines = [next_resync]
-            if need_list:
+            if need_list and not engine_down:  # while the engine is away, its reconnect wakes us
                 deadlines.append(list_at)
             if registrar.pending or registrar.pending_full:
                 deadlines.append(consul_at)
