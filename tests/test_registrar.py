@@ -286,3 +286,91 @@ def test_retag_leaves_checks_it_cannot_rebuild_untouched():
 
 def test_registration_body_is_json():
     json.dumps(one(container(labels=DEMO)).body())
+
+
+# ---------------------------------------------------------------- the loop, with injected I/O
+class FakeAgent:
+    def __init__(self):
+        self.svc, self.fail, self.calls = {}, False, 0
+
+    def _io(self):
+        self.calls += 1
+        if self.fail:
+            from handlers.errors import ConsulError
+            raise ConsulError("cannot connect to Consul at fake")
+
+    def roles(self):
+        self._io()
+        return {}, []
+
+    def services(self):
+        self._io()
+        return {k: dict(v) for k, v in self.svc.items()}
+
+    def checks(self):
+        self._io()
+        return {}
+
+    def register(self, body, replace_checks=True):
+        self._io()
+        self.svc[body["ID"]] = {"ID": body["ID"], "Service": body["Name"], "Address": body["Address"],
+                                "Port": body["Port"], "Tags": body["Tags"], "Meta": body["Meta"]}
+
+    def deregister(self, sid):
+        self._io()
+        self.svc.pop(sid, None)
+
+
+class FakeEngine:
+    def __init__(self, containers):
+        self.by_id = {c["Id"]: c for c in containers}
+        outer = self
+
+        class Api:
+            def containers(self, filters=None):
+                return [{"Id": i} for i in outer.by_id]
+
+            def inspect_container(self, cid):
+                import docker
+                if cid not in outer.by_id:
+                    raise docker.errors.NotFound("no such container")
+                return outer.by_id[cid]
+        self.api = Api()
+
+
+def test_a_change_made_while_consul_fails_is_kept_and_applied_later():
+    a = container(name="a", cid="a" * 64)
+    b = container(name="b", cid="b" * 64)
+    agent, engine = FakeAgent(), FakeEngine([a])
+    reg = r.Registrar(OPTS, agent, engine)
+    reg.resync()
+    assert list(agent.svc) == ["host1:a:80"]
+    agent.fail = True
+    engine.by_id = {b["Id"]: b}
+    for action, cid in (("die", a["Id"]), ("start", b["Id"])):
+        reg.on_event({"Type": "container", "Action": action, "Actor": {"ID": cid, "Attributes": {}}})
+        with pytest.raises(Exception):
+            reg.sync_pending()
+    assert reg.pending == {a["Id"], b["Id"]}
+    agent.fail = False
+    reg.sync_pending()
+    assert list(agent.svc) == ["host1:b:80"] and not reg.pending
+
+
+def test_no_busy_loop_while_the_engine_is_away():
+    import queue
+    import threading
+    ticks = []
+
+    def clock():
+        import time
+        ticks.append(1)
+        return time.monotonic()
+
+    def no_engine():
+        raise OSError("engine gone")
+    reg = r.Registrar(OPTS, FakeAgent(), FakeEngine([]), clock=clock)
+    stop, q = threading.Event(), queue.Queue()
+    threading.Timer(1.5, lambda: (stop.set(), q.put(("stop",)))).start()
+    r.serve(reg, no_engine, stop, q, resync_every=0.3)
+    assert len(ticks) < 100, "the loop spun %d times in 1.5 s" % len(ticks)
