@@ -137,6 +137,8 @@ def build_check(attrs, address, port):
     `enable_script_checks`, which is remote code execution (see docs/medic-register.md).
     """
     c = {}
+    if ":" in str(address):  # IPv6
+        address = "[%s]" % address
     if attrs.get("check_initial_status"):
         c["Status"] = attrs["check_initial_status"]
     if attrs.get("check_http"):
@@ -776,7 +778,6 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
     log = log or (lambda msg: None)
     pump = EventPump(make_client, queue, stop, filters).start()
     if role_watch is not None:
-        role_watch.queue = queue
         role_watch.start()
     clock = registrar.clock
     need_list, list_at, consul_at = False, 0.0, 0.0

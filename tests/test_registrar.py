@@ -126,6 +126,11 @@ def test_checks(labels, check):
     assert (dict(reg.check) if reg.check else None) == check
 
 
+def test_ipv6_check_target_is_bracketed():
+    reg = one(container(labels={"SERVICE_CHECK_TCP": "1"}), r.Options("h", ip="fd00::5"))
+    assert (reg.address, dict(reg.check)["TCP"]) == ("fd00::5", "[fd00::5]:32768")
+
+
 def test_bad_check_duration_drops_the_check_with_a_reason():
     regs, skips = r.registrations(container(labels={"SERVICE_CHECK_HTTP": "/h", "SERVICE_CHECK_INTERVAL": "soon"}),
                                   OPTS)
