@@ -170,28 +170,37 @@ def dockerd_pid():
         return None
 
 
-def restart_engine(stop_timeout=60, start_timeout=180):
+def restart_engine(stop_timeout=120, start_timeout=180):
     """Stop dockerd (SIGTERM, wait until it is gone), start it again exactly as
     testbed/install.sh does (idempotent: starts dockerd when none answers), wait for
-    `docker info`. DISRUPTIVE: every test on this machine loses its containers."""
+    `docker info`. DISRUPTIVE: every test on this machine loses its containers.
+
+    The engine is always started again, even when stopping it timed out or failed.
+    Returns the seconds dockerd took to stop.
+    """
     pid = dockerd_pid()
     if pid is None:
         raise RuntimeError("no dockerd pid in /var/run/docker.pid: not restarting an engine we cannot find")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + stop_timeout
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        raise RuntimeError("dockerd %d did not stop within %d s" % (pid, stop_timeout))
-    r = subprocess.run(["bash", os.path.join(support.ROOT, "testbed", "install.sh")], capture_output=True,
-                       text=True, timeout=start_timeout)
-    if r.returncode != 0:
-        raise RuntimeError("testbed/install.sh failed: %s" % r.stderr[-2000:])
-    support.wait_for(engine_answers, timeout=start_timeout, interval=0.5, what="docker info after restart")
+    t0 = time.monotonic()
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + stop_timeout
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("dockerd %d did not stop within %d s" % (pid, stop_timeout))
+        stopped = time.monotonic() - t0
+    finally:
+        r = subprocess.run(["bash", os.path.join(support.ROOT, "testbed", "install.sh")], capture_output=True,
+                           text=True, timeout=start_timeout, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError("testbed/install.sh failed: %s" % r.stderr[-2000:])
+        support.wait_for(engine_answers, timeout=start_timeout, interval=0.5, what="docker info after restart")
+    return stopped
 
 
 def dump(obj):

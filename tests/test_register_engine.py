@@ -33,11 +33,16 @@ def test_engine_restart_converges_without_a_registrar_restart(docker_client, dem
         old_port = sr.published_port(docker_client, keep.id)
 
         t0 = time.monotonic()
-        sr.restart_engine()
+        t_stop = sr.restart_engine()
         t_engine = time.monotonic() - t0
         client = docker.from_env(timeout=60)
         assert d.alive(), d.stderr()
-        new_port = sr.published_port(client, keep.id)
+
+        def restarted_port():
+            data = client.api.inspect_container(keep.id)
+            ports = data["NetworkSettings"]["Ports"] or {}
+            return data["State"]["Running"] and ports.get("80/tcp") and int(ports["80/tcp"][0]["HostPort"])
+        new_port = support.wait_for(restarted_port, timeout=60, what="the restart-policy container running again")
 
         def converged():
             s = sr.services(agent)
@@ -57,8 +62,9 @@ def test_engine_restart_converges_without_a_registrar_restart(docker_client, dem
         assert any(x.startswith("event stream reconnected") for x in reasons), reasons
         assert d.alive()
         with capsys.disabled():
-            print("\n[engine restart] dockerd back after %.1f s; registrations converged %.1f s after the restart "
-                  "began (port %d -> %d)" % (t_engine, t_conv, old_port, new_port))
+            print("\n[engine restart] dockerd stopped in %.1f s, answered again after %.1f s; registrations "
+                  "converged %.1f s after the restart began (port %d -> %d)"
+                  % (t_stop, t_engine, t_conv, old_port, new_port))
     finally:
         d.stop()
         sr.remove_containers(client or docker_client, unique)
