@@ -120,7 +120,8 @@ def run(s, env, service_id, add, remove, audit_log=None):
 def _read_role(c, key):
     """(role or None, ModifyIndex or None, note) of the KV record."""
     from . import registrar
-    resp = c.call("GET", "/v1/kv/" + key, ok=(200, 404))
+    from urllib.parse import quote
+    resp = c.call("GET", "/v1/kv/" + quote(key, safe="/:@"), ok=(200, 404))
     if resp.status == 404:
         return None, None, ""
     entry = (resp.json() or [{}])[0]
@@ -131,7 +132,8 @@ def _read_role(c, key):
 
 
 def _cas(c, key, index, body):
-    resp = c.call("PUT", "/v1/kv/" + key, [("cas", str(index))], body)
+    from urllib.parse import quote
+    resp = c.call("PUT", "/v1/kv/" + quote(key, safe="/:@"), [("cas", str(index))], body)
     return resp.body.strip() == b"true"
 
 

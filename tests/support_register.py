@@ -225,3 +225,74 @@ class Stopwatch(threading.Thread):
             except OSError:
                 pass
             time.sleep(self.interval)
+
+
+class EngineProxy:
+    """A Unix-socket forwarder to the real engine socket, to cut a registrar's engine
+    connections (its event stream included) without touching the shared engine."""
+
+    def __init__(self, path, target="/var/run/docker.sock"):
+        self.path, self.target = path, target
+        self.listener, self.conns, self.lock = None, [], threading.Lock()
+
+    def start(self):
+        import socket
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener):
+        import socket
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        import socket
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        """Refuse new connections and cut every open one."""
+        import socket
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass

@@ -257,3 +257,31 @@ def test_engine_unreachable_once_is_unknown(tmp_path):
 def test_usage_errors_are_unknown(args, tmp_path):
     r = support.run_medic("medic-register", args, env=support.medic_env(MEDIC_AUDIT_LOG=str(tmp_path / "a")))
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - usage: ") and len(r.stdout.splitlines()) == 1
+
+
+def test_lost_event_stream_reconnects_and_resyncs(env):
+    """The engine connection cut (not the shared engine: a proxy in front of it); what
+    happened meanwhile is found by the resync after the reconnect (--resync 0 = never)."""
+    proxy = sr.EngineProxy(str(env.tmp / "engine.sock")).start()
+    try:
+        d = env.daemon(resync=0, env={"DOCKER_HOST": "unix://" + proxy.path})
+        a = sr.run_container(env.client, env.unique, "medic-reg-%s-la" % env.unique, labels=labels_for(env.unique))
+        sid_a = sr.service_id(a.name)
+        support.wait_for(lambda: sid_a in sr.services(env.agent), timeout=30, what="registration")
+        proxy.stop()
+        support.wait_for(lambda: any(r["reason"].startswith("event stream lost") for r in d.records("engine")),
+                         timeout=30, what="the registrar noticing the lost stream")
+        a.kill()                                   # its die event is never seen
+        b = sr.run_container(env.client, env.unique, "medic-reg-%s-lb" % env.unique, labels=labels_for(env.unique))
+        time.sleep(1.5)                            # a few failed reconnects (backoff)
+        assert d.alive() and sid_a in sr.services(env.agent)
+        proxy.start()
+        want = [sr.service_id(b.name)]
+        support.wait_for(lambda: sr.owned_ids(env.agent, d.registrar_id) == want, timeout=30,
+                         what="converged after the reconnect")
+        assert any(r["reason"].startswith("event stream reconnected") for r in d.records("engine"))
+        # and events are followed again
+        c = sr.run_container(env.client, env.unique, "medic-reg-%s-lc" % env.unique, labels=labels_for(env.unique))
+        support.wait_for(lambda: sr.service_id(c.name) in sr.services(env.agent), timeout=30, what="new event")
+    finally:
+        proxy.stop()
