@@ -84,7 +84,7 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     log("medic-register: registrar %s, consul %s, resync %gs" % (reg.opts.registrar_id, s.addr, resync))
     registrar.serve(reg, lambda: registrar.docker_client(docker_timeout), stop, q, resync_every=resync,
                     role_watch=registrar.RoleWatch(s, env_name, q, stop), log=log, filters=filters)
-    reg._record({"action": "stop", "reason": "stopped by %s: registrations kept" % (got[0] if got else "request")})
+    reg.record({"action": "stop", "reason": "stopped by %s: registrations kept" % (got[0] if got else "request")})
     return Outcome(Status.OK, runtime.status_line(Status.OK, "stopped by %s after %d registrations, %d deregistrations"
                                                   % (got[0] if got else "request", reg.stats["register"],
                                                      reg.stats["deregister"])))

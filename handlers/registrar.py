@@ -534,7 +534,7 @@ class Registrar:
         self._skips_seen, self._skips_now = set(), set()
 
     # -- recording
-    def _record(self, rec):
+    def record(self, rec):
         rec = dict({"kind": "register", "registrar": self.opts.registrar_id}, **rec)
         if self.audit is not None:
             try:
@@ -619,13 +619,13 @@ class Registrar:
         for op in d.ops:
             if op.action == "register":
                 self.agent.register(op.registration.body())
-                self._record({"action": "register", "service_id": op.service_id, "service": op.registration.name,
+                self.record({"action": "register", "service_id": op.service_id, "service": op.registration.name,
                               "address": "%s:%d" % (op.registration.address, op.registration.port),
                               "tags": list(op.registration.tags), "container": op.registration.container_id,
                               "reason": op.reason})
             else:
                 self.agent.deregister(op.service_id)
-                self._record({"action": "deregister", "service_id": op.service_id,
+                self.record({"action": "deregister", "service_id": op.service_id,
                               "service": (services.get(op.service_id) or {}).get("Service"), "reason": op.reason})
             self.stats[op.action] += 1
             self.log("%s %s (%s)" % (op.action, op.service_id, op.reason))
@@ -640,7 +640,7 @@ class Registrar:
             return
         self._skips_seen.add(key)
         self.stats["skipped"] += 1
-        self._record(rec)
+        self.record(rec)
 
     def sync_pending(self, allow_full=True):
         """Apply what is pending. After a fresh listing (`allow_full`): the whole fleet, ghosts
@@ -664,7 +664,7 @@ class Registrar:
     def record_resync(self, d, why):
         regs = sum(1 for o in d.ops if o.action == "register")
         deregs = len(d.ops) - regs
-        self._record({"action": "resync", "containers": len(self.containers), "registered": regs,
+        self.record({"action": "resync", "containers": len(self.containers), "registered": regs,
                       "deregistered": deregs, "unchanged": d.unchanged,
                       "reason": "%s: %s" % (why, "applied the differences" if d.ops
                                             else "nothing differs, nothing written")})
@@ -806,13 +806,13 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                     need_list, list_at = True, 0.0
                     if engine_down:
                         log("engine: event stream reconnected: full resync")
-                        registrar._record({"action": "engine", "reason": "event stream reconnected: full resync"})
+                        registrar.record({"action": "engine", "reason": "event stream reconnected: full resync"})
                         why = "resync after reconnect"
                     engine_down = False
                 elif kind == "lost":
                     if not engine_down:
                         log("engine: %s: reconnecting with backoff" % item[1])
-                        registrar._record({"action": "engine", "reason": "event stream lost: %s" % item[1]})
+                        registrar.record({"action": "engine", "reason": "event stream lost: %s" % item[1]})
                     engine_down = True
                 elif kind == "event":
                     try:
@@ -843,12 +843,12 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                         why = "resync"
                     if consul_down:
                         log("consul: the agent answers again: converged")
-                        registrar._record({"action": "consul", "reason": "the agent answers again: converged"})
+                        registrar.record({"action": "consul", "reason": "the agent answers again: converged"})
                     consul_down, consul_delay = False, 0.2
                 except ConsulError as e:
                     if not consul_down:
                         log("%s: retrying with backoff, changes kept" % e)
-                        registrar._record({"action": "consul", "reason": "%s: retrying, changes kept" % e})
+                        registrar.record({"action": "consul", "reason": "%s: retrying, changes kept" % e})
                     consul_down = True
                     consul_at, consul_delay = now + consul_delay, min(consul_delay * 2, 5.0)
     finally:
