@@ -285,3 +285,39 @@ def test_lost_event_stream_reconnects_and_resyncs(env):
         support.wait_for(lambda: sr.service_id(c.name) in sr.services(env.agent), timeout=30, what="new event")
     finally:
         proxy.stop()
+
+
+def test_registrar_restart_during_churn_ends_exact(env):
+    """Containers start and die while the registrar stops and starts again (its listing
+    races the events): once the churn ends, the registrations match exactly."""
+    import random
+    import threading
+    d1 = env.daemon(resync=30)
+    stop = threading.Event()
+    alive = {}
+    rnd = random.Random(7)
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            if alive and (len(alive) > 4 or rnd.random() < 0.4):
+                name = rnd.choice(sorted(alive))
+                alive.pop(name).remove(force=True)
+            else:
+                name = "medic-reg-%s-ch%d" % (env.unique, i)
+                alive[name] = sr.run_container(env.client, env.unique, name, labels=labels_for(env.unique))
+                i += 1
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        time.sleep(1.0)
+        d1.stop()
+        time.sleep(0.5)
+        d2 = env.daemon(resync=30)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        t.join(60)
+    want = sorted(sr.service_id(n) for n in alive)
+    support.wait_for(lambda: sr.owned_ids(env.agent, d2.registrar_id) == want, timeout=30,
+                     what="exactly the surviving containers (%d)" % len(want))
