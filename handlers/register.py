@@ -1,0 +1,113 @@
+"""medic-register: a registrator-compatible registrar (docs/medic-register.md).
+
+    medic-register [--once] [--resync SECONDS] [--ip ADDR] [--registrar-id ID] ...
+
+Daemon (default): follows the Docker engine's events and keeps the local Consul agent's
+services equal to the running containers' published ports; SIGTERM/SIGINT stop it
+cleanly (registrations stay: the containers still run). `--once`: one resync, then exit
+0 (OK) or 3 (UNKNOWN: Consul or engine failure). The logic is in `handlers.registrar`.
+"""
+import os
+import signal
+import socket
+import sys
+
+from . import runtime
+from .status import Outcome, Status
+
+
+def build():
+    import click
+
+    from . import options
+
+    @click.command(help=__doc__.split("\n\n")[0])
+    @click.option("--once", is_flag=True, help="One full resync, then exit.")
+    @click.option("--resync", "resync", type=float, default=30.0, metavar="SECONDS", show_default=True,
+                  help="Daemon: full resync every SECONDS (writes only what differs); 0 = never.")
+    @click.option("--ip", "ip", help="Address to register (default: the published HostIp).")
+    @click.option("--hostname", "hostname", help="Host part of service IDs [default: this host's name].")
+    @click.option("--registrar-id", "registrar_id",
+                  help="This registrar's identity in Meta medic_registrar [default: --hostname].")
+    @click.option("--tags", "force_tags", default="", help="Comma-separated tags added to every service.")
+    @click.option("--filter", "filters", multiple=True, metavar="LABEL[=VALUE]",
+                  help="Only containers with this label (repeatable; all must match).")
+    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
+                  metavar="SECONDS", help="Seconds for each Docker engine API call.")
+    @options.common
+    def cmd(once, resync, ip, hostname, registrar_id, force_tags, filters, audit_log, docker_timeout,
+            specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+        from . import audit, registrar, settings
+        from .errors import UsageError
+
+        if resync < 0 or docker_timeout <= 0:
+            raise UsageError("--resync must be >= 0 and --docker-timeout > 0")
+        s = settings.resolve(consul_addr, token, token_file, consul_timeout)
+        env_name = settings.environment(env)
+        host = hostname or socket.gethostname()
+        if "/" in host:
+            raise UsageError("--hostname %r: no '/' allowed (service IDs are KV key parts)" % host)
+        opts = registrar.Options(host, registrar_id, ip, _resolve(host), registrar.split_tags(force_tags))
+        log = _logger(verbose)
+        agent = registrar.Agent(s, env_name)
+        reg = registrar.Registrar(opts, agent, registrar.docker_client(docker_timeout),
+                                  audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
+                                  filters=filters, log=log if verbose else None)
+        if once:
+            d = reg.resync("--once")
+            regs = sum(1 for o in d.ops if o.action == "register")
+            return Outcome(Status.OK, runtime.status_line(Status.OK, (
+                "resync: %d registered, %d deregistered, %d unchanged, %d containers (registrar %s)"
+                % (regs, len(d.ops) - regs, d.unchanged, len(reg.containers), opts.registrar_id))))
+        return _daemon(reg, s, env_name, resync, filters, docker_timeout, log)
+
+    return cmd
+
+
+def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
+    import queue
+    import threading
+
+    from . import registrar
+
+    signal.setitimer(signal.ITIMER_REAL, 0)  # MEDIC_DEADLINE bounds --once, not the daemon
+    stop, q, got = threading.Event(), queue.Queue(), []
+
+    def on_signal(signum, frame):
+        got.append(signal.Signals(signum).name)
+        stop.set()
+        q.put(("stop",))
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log("medic-register: registrar %s, consul %s, resync %gs" % (reg.opts.registrar_id, s.addr, resync))
+    registrar.serve(reg, lambda: registrar.docker_client(docker_timeout), stop, q, resync_every=resync,
+                    role_watch=registrar.RoleWatch(s, env_name, q, stop), log=log, filters=filters)
+    reg.record({"action": "stop", "reason": "stopped by %s: registrations kept" % (got[0] if got else "request")})
+    return Outcome(Status.OK, runtime.status_line(Status.OK, "stopped by %s after %d registrations, %d deregistrations"
+                                                  % (got[0] if got else "request", reg.stats["register"],
+                                                     reg.stats["deregister"])))
+
+
+def _resolve(host):
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return None
+
+
+def _logger(verbose):
+    import time
+
+    def log(msg):
+        try:
+            sys.stderr.write("%s medic-register[%d]: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), os.getpid(), msg))
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+    return log
+
+
+def main():
+    runtime.run(build, prog="medic-register", deadline=120.0)
