@@ -179,7 +179,16 @@ def swarm_time_to_heal(b, trials=10):
                 "Swarm mode, same image and engine: docker kill -> new task healthy (default restart delay)")]
 
 
-MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, swarm_time_to_heal]
+def register_100(b):
+    import support_register as sr
+    d = {}
+    s = sr.measure_register_100(detail=d)
+    return [Row("register_100_s", round(s, 2), "s", None,
+                "100 containers, 10 parallel docker runs (%.1f s of engine time); last registration %.2f s "
+                "after the last start" % (d["started_s"], d["after_last_start_s"]))]
+
+
+MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, swarm_time_to_heal, register_100]
 
 
 # -- output ------------------------------------------------------------------------
