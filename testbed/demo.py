@@ -11,6 +11,7 @@
 
 `python testbed/demo.py down` removes it all.
 """
+import datetime
 import json
 import os
 import signal
@@ -88,8 +89,8 @@ def audit_records(since=0.0):
         with open(AUDIT) as f:
             for line in f:
                 rec = json.loads(line)
-                t = time.mktime(time.strptime(rec["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-                if t + 1 >= since and rec.get("service") == SERVICE:
+                t = datetime.datetime.fromisoformat(rec["time"]).timestamp()
+                if t >= since and rec.get("service") == SERVICE:
                     out.append(rec)
     except FileNotFoundError:
         pass
