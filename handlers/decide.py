@@ -71,27 +71,27 @@ replace: id of the failing container to replace (heal only); settle: 'restored' 
 transition to record (and alert on)."""
 
 
+def container_class(c, now, grace):
+    """'passing' | 'pending' | 'failing' | 'stopped' | 'dying' for one container."""
+    if c.state in RUNNING:
+        if c.passing is True:
+            return "passing"
+        return "pending" if now - c.started < grace else "failing"
+    if c.state == "paused":
+        return "failing"  # present (compose counts it) but serves nothing
+    if c.state == "created":
+        return "pending" if now - c.created < grace else "stopped"
+    if c.state in STOPPED:
+        return "stopped"
+    return "dying"  # removing (or unknown, which obs.unknown already names)
+
+
 def classify(spec, obs, now):
     """Observation -> Counts (see the module docstring)."""
-    grace = spec.heal.grace
-    lp = pending = failing = stopped = dying = 0
+    n = {"passing": 0, "pending": 0, "failing": 0, "stopped": 0, "dying": 0}
     for c in obs.containers:
-        if c.state in RUNNING or c.state == "paused":
-            if c.passing is True and c.state != "paused":
-                lp += 1
-            elif c.state != "paused" and now - c.started < grace:
-                pending += 1
-            else:
-                failing += 1
-        elif c.state == "created":
-            if now - c.created < grace:
-                pending += 1
-            else:
-                stopped += 1
-        elif c.state in STOPPED:
-            stopped += 1
-        else:  # removing (or unknown, which obs.unknown already names)
-            dying += 1
+        n[container_class(c, now, spec.heal.grace)] += 1
+    lp, pending, failing, stopped, dying = n["passing"], n["pending"], n["failing"], n["stopped"], n["dying"]
     rp = sum(1 for r in obs.remote if r.passing)
     declared = spec.instances
     target = max(0, declared - rp)
@@ -154,8 +154,7 @@ def _stopped_to_remove(obs, counts, target, now, grace):
     surplus = counts.has + counts.stopped - target
     if surplus <= 0:
         return ()
-    stopped = [c for c in obs.containers
-               if c.state in STOPPED or (c.state == "created" and now - c.created >= grace)]
+    stopped = [c for c in obs.containers if container_class(c, now, grace) == "stopped"]
     stopped.sort(key=lambda c: (c.state != "dead", c.started or c.created, c.id))
     return tuple(c.id for c in stopped[:surplus])
 
@@ -224,9 +223,11 @@ def decide(spec, obs, history, now):
             if blocked:
                 return d("hold", "replace waits: %s: %s" % (blocked, summary))
             victim = _oldest_failing(spec, obs, now)
+            # one out, one in; never so low that compose would remove another container
+            target = max(counts.target, counts.has - 1)
             return d("heal", "replace failing container %s (one at a time): %s" % (victim.name, summary),
-                     target=counts.target, replace=victim.id,
-                     remove=_stopped_to_remove(obs, counts._replace(has=counts.has - 1), counts.target, now,
+                     target=target, replace=victim.id,
+                     remove=_stopped_to_remove(obs, counts._replace(has=counts.has - 1), target, now,
                                                spec.heal.grace))
         return d("hold", "shortfall but nothing to add here (target %d, engine has %d): %s"
                  % (counts.target, counts.has, summary))
@@ -238,22 +239,20 @@ def decide(spec, obs, history, now):
 
 
 def _guard(spec, actions, epoch, now):
-    """Why an action must wait now (cooldown, backoff), or None."""
+    """Why an action must wait now (cooldown or backoff, whichever ends later), or None."""
     if not actions:
         return None
     last = actions[-1]
-    if now - last.time < spec.heal.cooldown:
-        return "cooldown: last action %.1f s ago (cooldown %.0f s)" % (now - last.time, spec.heal.cooldown)
+    since = now - last.time
     fails = consecutive_failures(actions, epoch)
     delay = backoff_delay(spec, fails)
-    if fails and now - last.time < delay:
-        return "backoff: %d failed attempt(s), next in %.1f s (delay %.0f s)" % (
-            fails, delay - (now - last.time), delay)
+    if fails and since < delay and delay >= spec.heal.cooldown:
+        return "backoff: %d failed attempt(s), next in %.1f s (delay %.0f s)" % (fails, delay - since, delay)
+    if since < spec.heal.cooldown:
+        return "cooldown: last action %.1f s ago (cooldown %.0f s)" % (since, spec.heal.cooldown)
     return None
 
 
 def _oldest_failing(spec, obs, now):
-    failing = [c for c in obs.containers
-               if c.state in RUNNING + ("paused",) and c.passing is not True
-               and (c.state == "paused" or now - c.started >= spec.heal.grace)]
+    failing = [c for c in obs.containers if container_class(c, now, spec.heal.grace) == "failing"]
     return sorted(failing, key=lambda c: (c.started, c.id))[0]
