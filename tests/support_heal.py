@@ -128,3 +128,56 @@ def heal_records(path, service=None, decision=None):
 def heal_env(agent, specs, audit_log, **extra):
     return support.medic_env(CONSUL_HTTP_ADDR=agent.addr, MEDIC_SPECS=specs, MEDIC_AUDIT_LOG=audit_log,
                              MEDIC_NOTIFY="off", MEDIC_CACHE_DIR="", **extra)
+
+
+class World:
+    """One test's service: a Consul agent, a compose project of the demo image, a spec dir, an audit log."""
+
+    def __init__(self, agent, docker_client, tmp_path, unique, instances=3, heal=None, file=COMPOSE_FILE):
+        self.agent, self.docker, self.tmp = agent, docker_client, tmp_path
+        self.service = "heal-%s.example" % unique
+        self.project = "heal%s" % unique
+        self.file = file
+        self.specs = str(tmp_path / "specs")
+        self.audit = str(tmp_path / "audit.jsonl")
+        self.spec_path = write_spec(self.specs, self.service, self.project, instances, heal, file=file)
+
+    def env(self, **extra):
+        return heal_env(self.agent, self.specs, self.audit, **extra)
+
+    def up(self, n):
+        compose_up(self.project, n, file=self.file)
+
+    def down(self):
+        compose_down(self.project, file=self.file)
+
+    def containers(self, all_=True):
+        return containers(self.docker, self.project, all_)
+
+    def running(self):
+        return running(self.docker, self.project)
+
+    def register(self):
+        """Register running containers not yet registered (what medic-register will do)."""
+        have = {e["Service"]["ID"] for e in (self.agent.api("/v1/health/service/%s" % self.service) or [])}
+        out = []
+        for c in self.running():
+            hp = published_port(c)
+            if hp and "%s:%s:%d" % (socket.gethostname(), c.name, hp[1]) not in have:
+                out.append(register_container(self.agent, self.service, c, self.project))
+        return out
+
+    def passing(self):
+        return passing(self.agent, self.service)
+
+    def wait_passing(self, n, timeout=30):
+        return support.wait_for(lambda: self.passing() >= n, timeout=timeout, what="%d passing" % n)
+
+    def heal(self, *args, input=None, env=None):
+        return support.run_medic("medic-heal", list(args), input=input, env=env or self.env())
+
+    def records(self, decision=None):
+        return heal_records(self.audit, self.service, decision)
+
+    def scale_actions(self):
+        return [r for r in self.records("heal") if not r.get("dry_run")]
