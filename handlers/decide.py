@@ -55,20 +55,25 @@ Action = namedtuple("Action", "time kind target result index")
 Action.__doc__ = """One past action: kind 'scale' | 'replace'; result 'started' (command ok,
 not yet verified) | 'restored' | 'failed'."""
 
-History = namedtuple("History", "actions epoch circuit")
+History = namedtuple("History", "actions epoch circuit suspects")
+History.__new__.__defaults__ = ((),)
 History.__doc__ = """What medic remembers of a service: actions (oldest first), epoch (failures
-before it are forgotten: --reset, or a circuit that closed), circuit (time it opened or None)."""
-EMPTY_HISTORY = History((), 0.0, None)
+before it are forgotten: --reset, or a circuit that closed), circuit (time it opened or None),
+suspects ((container id, first seen failing), ...): a container is replaced only once it has
+been seen failing for a whole grace period, so a check reset by `consul reload` (every check
+starts critical again) never gets a healthy container replaced."""
+EMPTY_HISTORY = History((), 0.0, None, ())
 
 Counts = namedtuple("Counts", "declared passing local_passing remote_passing pending failing stopped dying has target")
 
-Decision = namedtuple("Decision", "kind target reason counts remove replace settle circuit")
-Decision.__new__.__defaults__ = (None, None, (), None, None, None)
+Decision = namedtuple("Decision", "kind target reason counts remove replace settle circuit suspects")
+Decision.__new__.__defaults__ = (None, None, (), None, None, None, ())
 Decision.__doc__ = """kind: noop|hold|heal|warn; target: scale target (heal) or None; reason: text;
 counts: Counts; remove: ids of stopped containers to remove before scaling;
 replace: id of the failing container to replace (heal only); settle: 'restored' |
 'failed' | None, the verdict on the last action; circuit: 'open' | 'close' | None, a
-transition to record (and alert on)."""
+transition to record (and alert on); suspects: the failing containers with the time each was
+first seen failing (to remember)."""
 
 
 def container_class(c, now, grace):
@@ -167,9 +172,13 @@ def decide(spec, obs, history, now):
     actions = _effective(history, settle)
     epoch = history.epoch
     circuit_event = None
+    prior = dict(history.suspects)
+    failing = [c for c in obs.containers if container_class(c, now, spec.heal.grace) == "failing"]
+    suspects = tuple(sorted((c.id, prior.get(c.id, now)) for c in failing))
 
     def d(kind, reason, target=None, **kw):
-        return Decision(kind, target, reason, counts, settle=settle, circuit=kw.pop("circuit", circuit_event), **kw)
+        return Decision(kind, target, reason, counts, settle=settle, circuit=kw.pop("circuit", circuit_event),
+                        suspects=suspects, **kw)
 
     summary = "%d/%d passing (%d here, %d elsewhere; %d pending, %d failing, %d stopped)" % (
         counts.passing, counts.declared, counts.local_passing, counts.remote_passing,
@@ -219,10 +228,15 @@ def decide(spec, obs, history, now):
             if not spec.heal.replace_failing:
                 return d("warn", "%d container(s) run but fail their checks past grace; replace_failing is off: %s"
                          % (counts.failing, summary))
+            confirmed = [c for c in failing if now - dict(suspects)[c.id] >= spec.heal.grace]
+            if not confirmed:
+                seen = max(now - t for _, t in suspects)
+                return d("hold", "%d failing container(s) under watch: replaced once seen failing for %.0f s "
+                         "(%.1f s so far): %s" % (len(failing), spec.heal.grace, seen, summary))
             blocked = _guard(spec, actions, epoch, now)
             if blocked:
                 return d("hold", "replace waits: %s: %s" % (blocked, summary))
-            victim = _oldest_failing(spec, obs, now)
+            victim = sorted(confirmed, key=lambda c: (c.started, c.id))[0]
             # one out, one in; never so low that compose would remove another container
             target = max(counts.target, counts.has - 1)
             return d("heal", "replace failing container %s (one at a time): %s" % (victim.name, summary),
@@ -251,8 +265,3 @@ def _guard(spec, actions, epoch, now):
     if since < spec.heal.cooldown:
         return "cooldown: last action %.1f s ago (cooldown %.0f s)" % (since, spec.heal.cooldown)
     return None
-
-
-def _oldest_failing(spec, obs, now):
-    failing = [c for c in obs.containers if container_class(c, now, spec.heal.grace) == "failing"]
-    return sorted(failing, key=lambda c: (c.started, c.id))[0]

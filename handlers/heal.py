@@ -204,7 +204,7 @@ def _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, 
         _audit(log, rec)
         return sp.service, Status.OK, _line(sp, dec, argv, "dry-run: nothing changed")
 
-    if dec.settle or dec.circuit:
+    if dec.settle or dec.circuit or tuple(dec.suspects) != tuple(hist.suspects):
         store.update(lambda h: history.apply(h, dec, now))
         if dec.settle:
             alerts.emit(dict(event_base, kind="healed" if dec.settle == "restored" else "heal_failed",

@@ -1,8 +1,9 @@
 """What medic remembers per service, in Consul KV so every monitoring node shares it.
 
     medic/<env>/history/<service>   {"v": 1, "epoch": t, "circuit": t|null,
-                                     "actions": [{"time", "kind", "target", "result", "index",
-                                                  "settled"}, ...]}   (newest last, bounded)
+                                     "suspects": {container_id: first seen failing, ...},
+                                     "actions": [{"time", "kind", "target", "result", "index"},
+                                                 ...]}   (newest last, bounded)
     medic/<env>/circuit/<service>   present while the circuit is open (a marker for humans and
                                     medic-status; the history document is the authority)
 
@@ -18,6 +19,7 @@ from .decide import Action, History, EMPTY_HISTORY
 from .errors import ConsulError
 
 MAX_ACTIONS = 50
+MAX_SUSPECTS = 100
 VERSION = 1
 
 
@@ -40,13 +42,16 @@ def parse(raw, key="history"):
         actions = tuple(Action(float(a["time"]), str(a["kind"]), int(a["target"]), str(a["result"]),
                                a.get("index")) for a in doc.get("actions") or ())
         circuit = doc.get("circuit")
-        return History(actions, float(doc.get("epoch") or 0.0), None if circuit is None else float(circuit))
+        suspects = tuple((str(k), float(v)) for k, v in sorted((doc.get("suspects") or {}).items()))
+        return History(actions, float(doc.get("epoch") or 0.0), None if circuit is None else float(circuit),
+                       suspects)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ConsulError("KV %s holds a corrupt history (%s); fix or delete it" % (key, e)) from None
 
 
 def dump(history):
     return json.dumps({"v": VERSION, "epoch": history.epoch, "circuit": history.circuit,
+                       "suspects": dict(history.suspects[:MAX_SUSPECTS]),
                        "actions": [a._asdict() for a in history.actions[-MAX_ACTIONS:]]},
                       sort_keys=True).encode()
 
@@ -62,6 +67,8 @@ def settle(history, verdict):
 def apply(history, decision, now):
     """History after a decision's bookkeeping (settle verdict, circuit transition)."""
     h = settle(history, decision.settle)
+    if tuple(decision.suspects) != tuple(h.suspects):
+        h = h._replace(suspects=tuple(decision.suspects))
     if decision.circuit == "open":
         h = h._replace(circuit=now)
     elif decision.circuit == "close":

@@ -34,8 +34,8 @@ def act(age, result="started", target=3, kind="scale"):
     return Action(NOW - age, kind, target, result, None)
 
 
-def H(*actions, epoch=0.0, circuit=None):
-    return History(tuple(actions), epoch, circuit)
+def H(*actions, epoch=0.0, circuit=None, suspects=()):
+    return History(tuple(actions), epoch, circuit, tuple(suspects))
 
 
 # -- the arithmetic -----------------------------------------------------------------------
@@ -92,13 +92,30 @@ def test_failing_past_grace_is_not_replaced_without_opt_in():
 
 def test_failing_replaced_one_at_a_time_with_opt_in():
     cs = up(1) + [c("web-2", age=60.0, passing=False), c("web-3", age=90.0, passing=None)]
-    d = decide(mkspec(replace_failing=True), obs(*cs), EMPTY_HISTORY, NOW)
+    seen = [("id-web-2", NOW - 40), ("id-web-3", NOW - 35)]
+    d = decide(mkspec(replace_failing=True), obs(*cs), H(suspects=seen), NOW)
     assert d.kind == "heal" and d.replace == "id-web-3" and d.target == 3  # the oldest failing one
+    assert d.suspects == tuple(seen)
+
+
+def test_failing_first_seen_is_only_suspected():
+    # `consul reload` resets every check to critical: a long-running container looks failing
+    # for a moment. First sighting: remember, hold; replace only after a whole grace period.
+    cs = up(2) + [c("web-3", age=600.0, passing=False)]
+    d = decide(mkspec(replace_failing=True), obs(*cs), EMPTY_HISTORY, NOW)
+    assert d.kind == "hold" and "under watch" in d.reason and d.suspects == (("id-web-3", NOW),)
+    d = decide(mkspec(replace_failing=True), obs(*cs), H(suspects=[("id-web-3", NOW - 10)]), NOW)
+    assert d.kind == "hold"
+    d = decide(mkspec(replace_failing=True), obs(*cs), H(suspects=[("id-web-3", NOW - 31)]), NOW)
+    assert d.kind == "heal" and d.replace == "id-web-3"
+    # once it passes again it is forgotten
+    d = decide(mkspec(replace_failing=True), obs(*up(3)), H(suspects=[("id-web-3", NOW - 31)]), NOW)
+    assert d.kind == "noop" and d.suspects == ()
 
 
 def test_replace_waits_for_cooldown():
     cs = up(2) + [c("web-3", age=60.0, passing=False)]
-    d = decide(mkspec(replace_failing=True), obs(*cs), H(act(5, "restored")), NOW)
+    d = decide(mkspec(replace_failing=True), obs(*cs), H(act(5, "restored"), suspects=[("id-web-3", NOW - 50)]), NOW)
     assert d.kind == "hold" and "cooldown" in d.reason
 
 
@@ -247,7 +264,10 @@ actions_st = st.lists(st.builds(lambda age, r, t: Action(NOW - age, "scale", t, 
                                 st.floats(0, 2000), st.sampled_from(["started", "restored", "failed"]),
                                 st.integers(0, 20)), max_size=8).map(lambda a: tuple(sorted(a, key=lambda x: x.time)))
 history_st = st.builds(History, actions_st, st.sampled_from([0.0, NOW - 500]),
-                       st.sampled_from([None, NOW - 10, NOW - 5000]))
+                       st.sampled_from([None, NOW - 10, NOW - 5000]),
+                       st.lists(st.tuples(st.integers(0, 10**6).map(lambda i: "id%d" % i),
+                                          st.floats(NOW - 100, NOW)), max_size=5, unique_by=lambda t: t[0])
+                       .map(lambda x: tuple(sorted(x))))
 spec_st = st.builds(lambda n, sd, rf, ma: mkspec(n, scale_down=sd, replace_failing=rf, max_attempts=ma),
                     st.integers(1, 8), st.booleans(), st.booleans(), st.integers(1, 5))
 
@@ -275,6 +295,7 @@ def test_properties(spec, cs, remote, history, unknown):
             assert d.target > k.has or spec.heal.scale_down
         else:
             assert spec.heal.replace_failing
+            assert NOW - dict(history.suspects)[d.replace] >= spec.heal.grace  # confirmed failing only
         # after removals, compose's count (present + stopped left) never exceeds the target
         assert kept + k.stopped - len(d.remove) <= max(d.target, kept)
         assert history.circuit is None or NOW >= history.circuit + spec.heal.window

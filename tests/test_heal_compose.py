@@ -157,6 +157,7 @@ def test_failing_container_replaced_only_with_opt_in(consul_agent, make_world):
     assert len(w.running()) == 3 and not w.scale_actions()
 
     sh.write_spec(w.specs, w.service, w.project, 3, {"grace": "2s", "cooldown": "1s", "replace_failing": True})
+    time.sleep(2.2)  # seen failing (by the run above) for a whole grace period: confirmed
     r = w.heal("--service", w.service)
     assert r.returncode == 0 and "replace failing container %s" % sick.name in r.stdout, r.stdout
     ids = {c.id for c in w.running()}
