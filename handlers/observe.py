@@ -7,8 +7,10 @@ authority on its own containers). Both orders err towards doing less.
 
 Mapping Consul instances to containers: Service Meta `medic_container_id` (full ID,
 written by medic-register) first; else the instance's address:port against the
-container's published ports. Instances that map to no container here are remote
-(another host) and count for their own health.
+container's published ports. Instances registered for this engine's host (Meta
+`medic_registrar` or ID `<host>:...`) whose container is gone are ghosts and count for
+nothing. All other instances that map to no container here are remote (another host)
+and count for their own health.
 """
 import calendar
 import os
@@ -145,8 +147,20 @@ def engine_containers(client, scale):
 
 
 # -- the mapping -------------------------------------------------------------------
-def match(instances, local):
-    """Consul instances + local containers -> Observation (pure)."""
+def engine_host(client):
+    """The engine's host name (docker info Name), or None when the engine does not say."""
+    try:
+        return client.info().get("Name") or None
+    except Exception:
+        return None
+
+
+def match(instances, local, host=None):
+    """Consul instances + local containers -> Observation (pure).
+
+    `host`: this engine's host name. An instance registered for a container of this host
+    (Meta medic_registrar == host, or an ID `<host>:...`) whose container the engine no
+    longer has is a ghost of a removed container: neither passing nor remote."""
     by_id = {lc.container.id: lc for lc in local}
     by_port = {}
     for lc in local:
@@ -165,6 +179,9 @@ def match(instances, local):
                     lc = cand
                     break
         if lc is None:
+            if cid and host and (inst.meta.get("medic_registrar") == host or inst.id.startswith(host + ":")):
+                stale += 1  # registered on this host, container gone: Consul has not noticed yet
+                continue
             remote.append(Remote(inst.id, inst.node, inst.passing))
             continue
         c = lc.container
@@ -185,7 +202,8 @@ def observe(spec, conn, engine):
     """Read Consul, then the engine -> (consul index, Observation)."""
     index, instances = consul_instances(conn, spec.service)
     local = engine_containers(engine, spec.scale)
-    return index, match(instances, local)
+    host = engine_host(engine) if spec.scale.driver == "compose" else None
+    return index, match(instances, local, host)
 
 
 def _reason(e):

@@ -199,3 +199,59 @@ def test_compose_timeout_is_a_failed_action(tmp_path):
     t0 = time.monotonic()
     res = sc.scale(3)
     assert not res.ok and "timed out after" in res.output and time.monotonic() - t0 < 10
+
+
+def test_all_reconciles_every_spec_and_summarises_the_worst(consul_agent, docker_client, compose, demo_image,
+                                                            tmp_path, unique):
+    """The level-triggered safety net: a shortfall no watch reported is healed by --all."""
+    a = sh.World(consul_agent, docker_client, tmp_path, unique)
+    b = sh.World(consul_agent, docker_client, tmp_path, unique + "b", instances=2)
+    b.specs, b.audit = a.specs, a.audit
+    sh.write_spec(a.specs, b.service, b.project, 2)
+    try:
+        a.up(3)
+        b.up(2)
+        a.register()
+        b.register()
+        a.wait_passing(3)
+        b.wait_passing(2)
+        b.running()[0].remove(force=True)  # gone before anyone noticed
+        r = a.heal("--all")
+        assert r.returncode == 0, r.stdout
+        lines = r.stdout.strip().splitlines()
+        assert lines[0].startswith("MEDIC OK - 2 services (2 ok)")
+        assert any(l.startswith(a.service + ": noop") for l in lines[1:])
+        assert any(l.startswith(b.service + ": heal(2)") for l in lines[1:]), lines
+        assert len(b.running()) == 2 and len(a.running()) == 3
+        r = a.heal("--all", "--consul-addr", "http://127.0.0.1:%d" % support.free_port(), "--consul-timeout", "1")
+        assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - 2 services (2 unknown)")
+    finally:
+        a.down()
+        b.down()
+
+
+def test_swarm_scaler_uses_the_sdk():
+    from handlers import scaler
+    from handlers.spec import Scale
+
+    class Svc:
+        def __init__(self):
+            self.calls = []
+
+        def scale(self, n):
+            self.calls.append(n)
+            return True
+
+    class Services:
+        svc = Svc()
+
+        def get(self, name):
+            assert name == "web"
+            return self.svc
+
+    class Engine:
+        services = Services()
+
+    sc = scaler.SwarmScaler(Scale("swarm", None, None, "web"), 5, Engine())
+    res = sc.scale(4)
+    assert res.ok and Engine.services.svc.calls == [4] and res.argv[-1] == "web=4"
