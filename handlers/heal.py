@@ -21,6 +21,7 @@ from .status import Outcome, Status
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
 ENGINE_TIMEOUT = 20.0
 MAX_IGNORED_LISTED = 5
+ALL = object()
 
 
 def main():
@@ -60,6 +61,10 @@ def _payload_names(stdin):
         kind, items = parse_any(read_stream(stdin))
     except WPayloadError as e:
         raise PayloadError(str(e)) from None
+    if kind == "checks" and any(not c.service_name and c.status != "passing" for c in items):
+        # a node check (serfHealth, node maintenance) failing: a host may be lost, with every
+        # service on it; the payload cannot say which, so every spec is looked at
+        return "checks (node check failing)", ALL
     return kind, services_named(kind, items)
 
 
@@ -83,6 +88,8 @@ def run(services=(), all_=False, reset=None, dry_run=False, audit_log=None, spec
     payload_kind, named = None, ()
     if not modes:
         payload_kind, named = _payload_names(stdin)
+        if named is ALL:
+            all_, named = True, ()
     specs_dir = spec_mod.specs_dir(specs, environ)
     loaded = spec_mod.load_dir(specs_dir, env)
     tokens = [conn.get("token") or "", environ.get("CONSUL_HTTP_TOKEN", "")]
@@ -107,6 +114,8 @@ def run(services=(), all_=False, reset=None, dry_run=False, audit_log=None, spec
                     "payload names %d service(s), none with a spec in %s: nothing to do" % (len(named), specs_dir))
             return Outcome(Status.OK, runtime.status_line(Status.OK, text))
 
+    if not chosen:
+        return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
     engine = _LazyEngine(engine_factory)
     results = []
     for sp in chosen:
@@ -228,8 +237,9 @@ def _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, 
         status = Status.WARNING  # healing suspended by a crash loop: someone must look
     rec.update(result=result, duration=round(time.monotonic() - t0, 3))
     _audit(log, rec)
+    last = ((rec.get("output") or "").strip().splitlines() or ["no output"])[-1]
     tail = "" if result is None else ("scaled in %.1f s" % rec["command_duration"] if result == "ok"
-                                      else "FAILED: %s" % (rec.get("output") or "").strip().splitlines()[-1:])
+                                      else "FAILED: %s" % last[:200])
     return sp.service, status, _line(sp, dec, argv, tail)
 
 

@@ -262,3 +262,27 @@ def test_payload_naming_the_spec_reaches_the_scaler_once(world):
     recs = sh.heal_records(world.audit)
     assert [r["decision"] for r in recs if r["service"] == world.service] == ["heal", "hold"]
     assert recs[1]["index"] == 42 and recs[1]["observed"]["declared"] == 3
+
+
+def test_failing_node_check_looks_at_every_spec(world):
+    """A lost host shows in a checks watch as its serfHealth going critical, naming no service."""
+    calls = []
+
+    def factory(sp, engine):
+        calls.append(sp.service)
+        return scaler.RecordingScaler(sp.scale)
+
+    payload = json.dumps([{"Node": "lost", "CheckID": "serfHealth", "Name": "Serf Health Status",
+                           "Status": "critical", "ServiceID": "", "ServiceName": ""}])
+    out = runtime.execute(fast=lambda argv: heal.run(
+        stdin=io.TextIOWrapper(io.BytesIO(payload.encode())), specs=world.specs, audit_log=world.audit,
+        conn={"consul_addr": world.agent.addr}, environ={"MEDIC_CACHE_DIR": ""},
+        engine_factory=_FakeEngine, scaler_factory=factory), argv=[])
+    assert out.status == Status.OK and calls == [world.service], out.text
+
+
+def test_all_with_no_specs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = runtime.execute(fast=lambda argv: heal.run(all_=True, specs=str(tmp_path / "empty"),
+                                                     audit_log=str(tmp_path / "a.jsonl"), environ={}), argv=[])
+    assert out.status == Status.OK and "no specs" in out.text
