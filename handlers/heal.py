@@ -225,9 +225,15 @@ def _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, 
     if dec.kind == "heal":
         res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
         result = "ok" if res.ok else "failed"
-        store.update(lambda h: history.add_action(h, now, "replace" if dec.replace else "scale", dec.target,
-                                                  "started" if res.ok else "failed", rec["index"]))
         rec.update(returncode=res.returncode, removed=res.removed, command_duration=round(res.duration, 3))
+        try:
+            store.update(lambda h: history.add_action(h, now, "replace" if dec.replace else "scale", dec.target,
+                                                      "started" if res.ok else "failed", rec["index"]))
+        except MedicError as e:
+            # the action happened: say so (exit 1), never "nothing changed"; the next run's
+            # fresh observation sees the new containers as pending either way
+            rec["history_error"] = str(e)
+            status = Status.WARNING
         if not res.ok:
             status = Status.WARNING
             rec["output"] = res.output

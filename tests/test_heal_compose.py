@@ -255,3 +255,17 @@ def test_swarm_scaler_uses_the_sdk():
     sc = scaler.SwarmScaler(Scale("swarm", None, None, "web"), 5, Engine())
     res = sc.scale(4)
     assert res.ok and Engine.services.svc.calls == [4] and res.argv[-1] == "web=4"
+
+
+def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_client, compose, tmp_path, unique):
+    w = sh.World(consul_agent, docker_client, tmp_path, unique, file=str(tmp_path / "missing-compose.yml"))
+    r = w.heal("--service", w.service)
+    assert r.returncode == 1, r.stdout
+    assert r.stdout.startswith("MEDIC WARNING - %s: heal(3)" % w.service) and "FAILED" in r.stdout
+    (rec,) = w.scale_actions()
+    assert rec["result"] == "failed" and rec["returncode"] not in (0, None) and rec["output"]
+    from handlers import audit
+    assert [n["event"]["kind"] for n in audit.read(w.audit) if n.get("kind") == "notify"] == ["heal_failed"]
+    r = w.heal("--service", w.service)  # backoff after the failure: no second attempt at once
+    assert r.returncode == 0 and ": hold:" in r.stdout and "backoff" in r.stdout, r.stdout
+    assert len(w.scale_actions()) == 1
