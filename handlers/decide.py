@@ -60,8 +60,9 @@ History.__new__.__defaults__ = ((),)
 History.__doc__ = """What medic remembers of a service: actions (oldest first), epoch (failures
 before it are forgotten: --reset, or a circuit that closed), circuit (time it opened or None),
 suspects ((container id, first seen failing), ...): a container is replaced only once it has
-been seen failing for a whole grace period, so a check reset by `consul reload` (every check
-starts critical again) never gets a healthy container replaced."""
+been seen failing for a whole grace period, so a healthy container whose instance is briefly
+missing or critical (agent restart: checks start critical; a -dev agent's reload drops
+API-registered services; a registrar re-registering) is never replaced."""
 EMPTY_HISTORY = History((), 0.0, None, ())
 
 Counts = namedtuple("Counts", "declared passing local_passing remote_passing pending failing stopped dying has target")

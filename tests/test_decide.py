@@ -99,7 +99,7 @@ def test_failing_replaced_one_at_a_time_with_opt_in():
 
 
 def test_failing_first_seen_is_only_suspected():
-    # `consul reload` resets every check to critical: a long-running container looks failing
+    # an agent restart starts every check critical: a long-running container looks failing
     # for a moment. First sighting: remember, hold; replace only after a whole grace period.
     cs = up(2) + [c("web-3", age=600.0, passing=False)]
     d = decide(mkspec(replace_failing=True), obs(*cs), EMPTY_HISTORY, NOW)
