@@ -115,8 +115,12 @@ def backoff_delay(spec, failures):
     return min(spec.heal.backoff_base * (2 ** min(failures - 1, 60)), spec.heal.backoff_max)
 
 
-def _settle(spec, counts, history, now):
-    """The verdict on the last action if it is still unverified, else None."""
+def _settle(spec, obs, counts, history, now):
+    """The verdict on the last action if it is still unverified, else None.
+
+    The containers the action (re)started are those started at or after its time: one of
+    them passing means it worked (a later loss is a new event, not its failure); all of
+    them stopped again means it failed at once (a crash loop)."""
     if not history.actions:
         return None
     last = history.actions[-1]
@@ -124,9 +128,13 @@ def _settle(spec, counts, history, now):
         return None
     if counts.passing >= counts.declared:
         return "restored"
-    if now - last.time >= spec.heal.grace:
+    grace = spec.heal.grace
+    mine = [container_class(c, now, grace) for c in obs.containers if c.started >= last.time]
+    if "passing" in mine:
+        return "restored"
+    if now - last.time >= grace:
         return "failed"  # did not restore the count within grace
-    if counts.pending == 0 and counts.has < counts.target:
+    if mine and all(k in ("stopped", "dying") for k in mine):
         return "failed"  # what it started is gone already (crashed)
     return None
 
@@ -169,7 +177,7 @@ def decide(spec, obs, history, now):
     """-> Decision. Pure: the same arguments always give the same Decision."""
     history = history or EMPTY_HISTORY
     counts = classify(spec, obs, now)
-    settle = _settle(spec, counts, history, now)
+    settle = _settle(spec, obs, counts, history, now)
     actions = _effective(history, settle)
     epoch = history.epoch
     circuit_event = None

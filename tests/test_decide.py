@@ -203,13 +203,20 @@ def test_settle_failed_early_when_started_container_is_gone():
     assert d.settle == "failed" and d.kind == "hold" and "backoff" in d.reason
 
 
+def test_restored_then_a_new_loss_is_not_a_failure_of_the_last_action():
+    # the heal 5 s ago restarted web-3 (now passing); web-1 died since: a new event
+    cs = [c("web-1", "exited", age=100, passing=None), c("web-2"), c("web-3", age=4)]
+    d = decide(mkspec(cooldown=1.0), obs(*cs), H(act(5)), NOW)
+    assert d.settle == "restored" and d.kind == "heal" and d.target == 3
+
+
 def test_unsettled_while_pending():
     d = decide(mkspec(), obs(*up(2), c("web-3", age=2, passing=None)), H(act(2)), NOW)
     assert d.settle is None and d.kind == "hold"
 
 
 def test_circuit_opens_after_max_attempts_in_window():
-    h = H(act(300, "failed"), act(200, "failed"), act(100))  # the 3rd settles as failed now
+    h = H(act(300, "failed"), act(200, "failed"), act(90))  # the 3rd settles as failed now
     d = decide(mkspec(max_attempts=3), obs(*up(1), c("web-2", "exited", passing=None)), h, NOW)
     assert d.settle == "failed" and d.circuit == "open" and d.kind == "hold"
 
