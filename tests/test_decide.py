@@ -279,7 +279,7 @@ spec_st = st.builds(lambda n, sd, rf, ma: mkspec(n, scale_down=sd, replace_faili
                     st.integers(1, 8), st.booleans(), st.booleans(), st.integers(1, 5))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=int(__import__("os").environ.get("HEAL_PROP_EXAMPLES", "400")), deadline=None)
 @given(spec_st, containers_st, remote_st, history_st, st.lists(st.text(min_size=1, max_size=5), max_size=2))
 def test_properties(spec, cs, remote, history, unknown):
     o = Observation(tuple(cs), tuple(remote), 0, tuple(unknown))
