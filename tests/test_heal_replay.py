@@ -62,15 +62,17 @@ def test_fifty_reloads_of_a_healthy_service_cause_no_action(consul_factory, make
     w.up(3)
     w.register()
     w.wait_passing(3)
-    before = sorted(c.id for c in w.running())
     n0 = settle(w)
+    before = sorted(c.id for c in w.running())
     for _ in range(50):
         agent.reload()
         time.sleep(0.1)
     n1 = settle(w, quiet=5.0)
     runs = sh.heal_records(w.audit)[n0:]
     assert len(runs) >= 25, "the reloads fired the watches (%d handler runs)" % len(runs)
-    assert w.scale_actions() == []
+    # (the agent's first watch firings may heal before the test's own `compose up`: the spec
+    # declares 3 and nothing runs yet, a real outage at start-up; only the reload phase counts)
+    assert [r for r in runs if r["decision"] == "heal"] == []
     # (on a -dev agent a reload also drops API-registered services: running containers then show
     # as pending or failing, never as missing, so nothing is added there either)
     assert {r["decision"] for r in runs} <= {"noop", "skip", "hold", "warn"}, {r["decision"] for r in runs}
@@ -88,11 +90,12 @@ def test_replays_right_after_a_heal_cause_no_extra_action(consul_factory, make_w
     w.register()
     w.wait_passing(3)
     settle(w)
+    base = len(w.scale_actions())  # see above: a start-up heal may precede the test's compose up
     gone = w.running()[0]
     t0 = time.monotonic()
     gone.remove(force=True)  # the container is gone: compose must create a new one
     # the check goes critical, the watches fire, medic-heal heals on its own
-    support.wait_for(lambda: len(w.scale_actions()) == 1, timeout=60, what="the watch-driven heal")
+    support.wait_for(lambda: len(w.scale_actions()) == base + 1, timeout=60, what="the watch-driven heal")
     support.wait_for(lambda: len(w.running()) == 3, timeout=30, what="3 running")
     print("container removed -> check critical -> watch -> healed: %.1f s" % (time.monotonic() - t0))
     # the new container is up but not registered: replays and the still-critical check
@@ -100,7 +103,7 @@ def test_replays_right_after_a_heal_cause_no_extra_action(consul_factory, make_w
         agent.reload()
         time.sleep(0.1)
     settle(w, quiet=4.0)
-    assert len(w.scale_actions()) == 1
+    assert len(w.scale_actions()) == base + 1
     assert any(r["decision"] == "hold" and "pending" in r["reason"] for r in w.records())
     w.register()
     w.wait_passing(3)
@@ -108,7 +111,7 @@ def test_replays_right_after_a_heal_cause_no_extra_action(consul_factory, make_w
         agent.reload()
         time.sleep(0.1)
     settle(w, quiet=4.0)
-    assert len(w.scale_actions()) == 1 and len(w.running()) == 3
+    assert len(w.scale_actions()) == base + 1 and len(w.running()) == 3
 
 
 def test_ten_concurrent_runs_one_action(consul_agent, make_world):
