@@ -286,3 +286,30 @@ def test_all_with_no_specs(tmp_path):
     out = runtime.execute(fast=lambda argv: heal.run(all_=True, specs=str(tmp_path / "empty"),
                                                      audit_log=str(tmp_path / "a.jsonl"), environ={}), argv=[])
     assert out.status == Status.OK and "no specs" in out.text
+
+
+def test_token_never_reaches_output_or_audit(world):
+    secret = "7b1e1a3c-0000-4000-8000-5ec2e75ec2e7"
+    r = world.heal("--service", world.service, "--token", secret, env=world.env(
+        DOCKER_HOST="unix:///nonexistent/docker.sock"))
+    assert r.returncode == 3
+    assert secret not in r.stdout + r.stderr
+    with open(world.audit) as f:
+        assert secret not in f.read()
+
+
+@pytest.mark.slow
+def test_a_crashed_holder_frees_the_lock_by_session_ttl(world):
+    """A handler killed while holding the lock: its session is never renewed nor destroyed."""
+    from handlers import settings
+    client = settings.make_client(settings.resolve(world.agent.addr))
+    sid = client.session.create(name="crashed medic-heal", behavior="release", ttl=10, lock_delay=0)
+    assert client.kv.put(lockmod.lock_key(None, world.service), '{"operation": "heal", "pid": 1}', acquire=sid)
+    r = world.heal("--service", world.service, env=world.env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
+    assert r.returncode == 0 and "another handler is on it" in r.stdout
+    # Consul invalidates the session within 2 x TTL; then the next run gets past the lock
+    # (and here stops at the dead engine, which proves it did)
+    def past_lock():
+        r = world.heal("--service", world.service, env=world.env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
+        return r.returncode == 3 and "engine: cannot reach" in r.stdout
+    support.wait_for(past_lock, timeout=40, interval=1.0, what="the crashed holder's session to expire")

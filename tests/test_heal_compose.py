@@ -100,8 +100,13 @@ def test_four_declared_three_here_one_remote_lost(consul_agent, make_world):
     w = make_world(consul_agent, instances=4)
     w.up(3)
     w.register()
-    sh.register_remote(consul_agent, w.service, "lost-host-" + w.project, status="critical")
-    w.wait_passing(3)
+    remote = "lost-host-" + w.project
+    sh.register_remote(consul_agent, w.service, remote, status="passing")
+    w.wait_passing(4)
+    r = w.heal(input=sh.health_payload(consul_agent, w.service))
+    assert r.returncode == 0 and ": noop:" in r.stdout and "3 here, 1 elsewhere" in r.stdout, r.stdout
+    sh.register_remote(consul_agent, w.service, remote, status="critical")  # the host is lost
+    support.wait_for(lambda: w.passing() == 3, what="the remote instance critical")
     payload = sh.health_payload(consul_agent, w.service)
     r = w.heal(input=payload)
     assert r.returncode == 0 and "heal(4)" in r.stdout, r.stdout
@@ -117,8 +122,8 @@ def test_four_declared_three_here_one_remote_lost(consul_agent, make_world):
         assert r.returncode == 0 and ": noop:" in r.stdout, r.stdout
     assert len(w.scale_actions()) == 1 and len(w.running()) == 4
     recs = w.records()
-    assert [r["decision"] for r in recs] == ["heal"] + ["hold"] * 5 + ["noop"] * 3
-    assert recs[-1]["settle"] is None and recs[6]["settle"] == "restored"
+    assert [r["decision"] for r in recs] == ["noop", "heal"] + ["hold"] * 5 + ["noop"] * 3
+    assert recs[-1]["settle"] is None and recs[7]["settle"] == "restored"
 
 
 def test_dry_run_changes_no_container(consul_agent, make_world):
