@@ -155,12 +155,15 @@ def engine_host(client):
         return None
 
 
-def match(instances, local, host=None):
+def match(instances, local, host=None, scale=None):
     """Consul instances + local containers -> Observation (pure).
 
-    `host`: this engine's host name. An instance registered for a container of this host
-    (Meta medic_registrar == host, or an ID `<host>:...`) whose container the engine no
-    longer has is a ghost of a removed container: neither passing nor remote."""
+    `host`: this engine's host name; `scale`: the spec's compose scale. An instance that
+    says it was registered on this host (Meta medic_registrar == host, or an ID `<host>:...`)
+    for a container of this very compose project and service (Meta medic_compose_project /
+    medic_compose_service), whose container the engine no longer has, is a ghost of a
+    removed container: neither passing nor remote. Containers of other projects that serve
+    the same Consul service stay remote: they count, but are not ours to scale."""
     by_id = {lc.container.id: lc for lc in local}
     by_port = {}
     for lc in local:
@@ -179,7 +182,7 @@ def match(instances, local, host=None):
                     lc = cand
                     break
         if lc is None:
-            if cid and host and (inst.meta.get("medic_registrar") == host or inst.id.startswith(host + ":")):
+            if cid and _ghost(inst, host, scale):
                 stale += 1  # registered on this host, container gone: Consul has not noticed yet
                 continue
             remote.append(Remote(inst.id, inst.node, inst.passing))
@@ -198,12 +201,20 @@ def match(instances, local, host=None):
     return Observation(tuple(containers), tuple(remote), stale, tuple(unknown))
 
 
+def _ghost(inst, host, scale):
+    if not host or scale is None or scale.driver != "compose":
+        return False
+    m = inst.meta
+    return ((m.get("medic_registrar") == host or inst.id.startswith(host + ":"))
+            and m.get("medic_compose_project") == scale.project and m.get("medic_compose_service") == scale.service)
+
+
 def observe(spec, conn, engine):
     """Read Consul, then the engine -> (consul index, Observation)."""
     index, instances = consul_instances(conn, spec.service)
     local = engine_containers(engine, spec.scale)
     host = engine_host(engine) if spec.scale.driver == "compose" else None
-    return index, match(instances, local, host)
+    return index, match(instances, local, host, spec.scale)
 
 
 def _reason(e):

@@ -2,6 +2,7 @@
 from handlers.decide import Container
 from handlers.health import Instance
 from handlers.observe import LocalContainer, match, parse_time
+from handlers.spec import Scale
 
 
 def inst(iid, port, passing=True, meta=None, address="127.0.0.1", node="n1"):
@@ -21,13 +22,20 @@ def test_meta_match_first_then_port_fallback():
     assert by == {"p-web-1": True, "p-web-2": False} and o.remote == () and o.stale == 0
 
 
+SCALE = Scale("compose", "p", "/c.yml", "web")
+
+
 def test_other_hosts_are_remote_and_ghosts_of_this_host_count_for_nothing():
     cs = [local("A" * 64, "p-web-1")]
-    o = match([inst("other:p-web-1:32001", 32001, meta={"medic_container_id": "C" * 64,
-                                                        "medic_registrar": "other"}, address="10.0.0.2"),
-               inst("me:p-web-3:32003", 32003, meta={"medic_container_id": "D" * 64, "medic_registrar": "me"})],
-              cs, host="me")
-    assert [r.id for r in o.remote] == ["other:p-web-1:32001"] and o.stale == 1
+    mine = {"medic_compose_project": "p", "medic_compose_service": "web"}
+    o = match([inst("other:p-web-1:32001", 32001, meta=dict(mine, medic_container_id="C" * 64,
+                                                            medic_registrar="other"), address="10.0.0.2"),
+               inst("me:p-web-3:32003", 32003, meta=dict(mine, medic_container_id="D" * 64, medic_registrar="me")),
+               # another compose project on this host serving the same Consul service: counts, not ours
+               inst("me:q-web-1:32004", 32004, meta={"medic_container_id": "E" * 64, "medic_registrar": "me",
+                                                     "medic_compose_project": "q", "medic_compose_service": "web"})],
+              cs, host="me", scale=SCALE)
+    assert sorted(r.id for r in o.remote) == ["me:q-web-1:32004", "other:p-web-1:32001"] and o.stale == 1
     assert o.containers[0].passing is None
 
 
