@@ -1,0 +1,114 @@
+"""The per-service operation lock: a Consul session lock on medic/<env>/lock/<service>.
+
+Healing, and later rolling updates, host drains and failovers, take the same lock,
+so they never fight. Acquisition is non-blocking: if someone holds it, the caller
+records "another handler is on it" and stops. The session has a TTL (renewed in the
+background while held) and behavior=release, so a handler that crashes or hangs
+frees the lock within about 2 x TTL (Consul's TTL grace); the lock is released in
+`finally` on every normal path. lock-delay is 0: a released lock is free at once.
+
+    with lock.held(client, env, service, "heal") as got:
+        if not got: ...  # another handler is on it
+"""
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+
+from . import keys
+from .errors import ConsulError
+
+DEFAULT_TTL = 15  # seconds; Consul's minimum is 10
+
+
+def lock_key(env, service):
+    return keys.key(env, "lock", service)
+
+
+class ServiceLock:
+    def __init__(self, client, env, service, operation="heal", ttl=DEFAULT_TTL, renew_client=None):
+        self.client = client
+        self.renew_client = renew_client or client
+        self.key = lock_key(env, service)
+        self.operation = operation
+        self.ttl = max(10, int(ttl))
+        self.session = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def holder(self):
+        """Who holds the lock (the JSON value written by the holder), or None."""
+        try:
+            _, item = self.client.kv.get(self.key)
+        except Exception:
+            return None
+        if not item or not item.get("Session"):
+            return None
+        try:
+            return json.loads(item["Value"] or b"{}")
+        except ValueError:
+            return {}
+
+    def acquire(self):
+        """Try once. True when held; False when someone else holds it."""
+        info = json.dumps({"operation": self.operation, "host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.time()})
+        try:
+            self.session = self.client.session.create(
+                name="medic-%s %s" % (self.operation, self.key), behavior="release",
+                ttl=self.ttl, lock_delay=0)
+            ok = self.client.kv.put(self.key, info, acquire=self.session)
+        except Exception as e:
+            self._destroy()
+            raise ConsulError("cannot take lock %s: %s" % (self.key, _reason(e))) from None
+        if not ok:
+            self._destroy()
+            return False
+        self._thread = threading.Thread(target=self._renew, name="medic-lock-renew", daemon=True)
+        self._thread.start()
+        return True
+
+    def _renew(self):
+        while not self._stop.wait(self.ttl / 3.0):
+            try:
+                self.renew_client.session.renew(self.session)
+            except Exception:
+                pass  # the next renewal may succeed; the TTL bounds the damage
+
+    def release(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.session is None:
+            return
+        try:
+            self.client.kv.put(self.key, None, release=self.session)
+        except Exception:
+            pass  # destroying the session releases it too; failing that, the TTL does
+        self._destroy()
+
+    def _destroy(self):
+        sid, self.session = self.session, None
+        if sid:
+            try:
+                self.client.session.destroy(sid)
+            except Exception:
+                pass
+
+
+@contextlib.contextmanager
+def held(client, env, service, operation="heal", ttl=DEFAULT_TTL, renew_client=None):
+    """Context manager: yields True when the lock is held (released on exit), else False."""
+    lk = ServiceLock(client, env, service, operation, ttl, renew_client)
+    got = lk.acquire()
+    try:
+        yield got
+    finally:
+        if got:
+            lk.release()
+
+
+def _reason(e):
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
