@@ -122,7 +122,10 @@ def watches(specs, plan):
     out = [{"type": "checks", "state": "critical", "args": heal},
            {"type": "checks", "service": SERVICE_ID,
             "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan, audit=False)}]
-    out += [{"type": "service", "service": name, "args": heal} for name in sorted(specs)]
+    # A service watch's payload is [] once every instance is gone, and names no service:
+    # the watch itself names it, so an empty service is healed too.
+    out += [{"type": "service", "service": name, "args": heal[:1] + ["--service", name] + heal[1:]}
+            for name in sorted(specs)]
     return out
 
 

@@ -60,8 +60,8 @@ def test_script_mode_checks_and_watches(tmp_path):
     assert docs["medic-watches.json"]["watches"] == [
         {"type": "checks", "state": "critical", "args": heal},
         {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + common},
-        {"type": "service", "service": "a.example", "args": heal},
-        {"type": "service", "service": "b.example", "args": heal},
+        {"type": "service", "service": "a.example", "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
+        {"type": "service", "service": "b.example", "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
     ]
 
 
