@@ -26,6 +26,10 @@ class ConsulError(MedicError):
     kind = "consul"
 
 
+class ConsulTimeout(ConsulError):
+    """Consul accepted the connection but did not answer in time."""
+
+
 class EngineError(MedicError):
     """The Docker engine (or compose) unreachable or failing."""
     kind = "engine"

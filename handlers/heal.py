@@ -164,6 +164,7 @@ def heal_one(sp, env, conn, environ, log, index, dry_run, engine, scaler_factory
 
     t0 = time.monotonic()
     rec = {"service": sp.service, "env": env, "index": index, "dry_run": dry_run}
+    st = None
     try:
         st = _settings(sp, conn, environ)
         log.secrets = tuple(set(log.secrets) | ({st.token} if st.token else set()))
@@ -183,10 +184,32 @@ def heal_one(sp, env, conn, environ, log, index, dry_run, engine, scaler_factory
             return _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, clock, t0)
     except MedicError as e:
         kind = "" if e.kind == "error" else e.kind + ": "
-        rec.update(decision="error", reason=kind + str(e), result=None, argv=None,
+        why = kind + str(e)
+        if e.kind == "consul" and st is not None:
+            why = _leaderless(st) + why
+        rec.update(decision="error", reason=why, result=None, argv=None,
                    duration=round(time.monotonic() - t0, 3))
         _audit(log, rec)
-        return sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s%s" % (sp.service, kind, e)
+        return sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why)
+
+
+def _leaderless(st):
+    """'no cluster leader (quorum lost?): ' when Consul answers but has no leader, else ''.
+
+    A consistent read or a session needs a leader; without one they time out or fail
+    with messages that do not say so. One short extra question names the cause.
+    """
+    from . import lighthttp
+    from .errors import ConsulTimeout
+
+    try:
+        with lighthttp.Connection(st._replace(timeout=min(st.timeout, 3.0))) as conn:
+            _, leader, _ = conn.get_json("/v1/status/leader", [("stale", None)])
+    except ConsulTimeout:
+        return "Consul servers do not answer (no cluster leader? quorum lost?): "
+    except MedicError:
+        return ""
+    return "" if leader else "no cluster leader (quorum lost?): "
 
 
 def _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, clock, t0):

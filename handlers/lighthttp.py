@@ -12,7 +12,7 @@ built by `settings.make_client`.
 import json
 import socket
 
-from .errors import ConsulError
+from .errors import ConsulError, ConsulTimeout
 
 _MAX_BODY = 64 * 1024 * 1024
 
@@ -128,7 +128,7 @@ class Connection:
                 return self._exchange(method, target, body)
             except socket.timeout:
                 self.close()
-                raise ConsulError("Consul at %s did not answer %s %s within %.1f s"
+                raise ConsulTimeout("Consul at %s did not answer %s %s within %.1f s"
                                   % (self.settings.addr, method, path, self.settings.timeout)) from None
             except (ConnectionError, OSError) as e:
                 self.close()
