@@ -167,7 +167,8 @@ def decide(previous, obs, now, policy):
             return Decision(False, obs.kind, record, "%s: %s messages are off" % (why, obs.kind), False)
         return Decision(True, obs.kind, record, why, False)
     # unchanged: a replay, a second node, or a problem that persists
-    previous = previous or {}
+    if previous is None:  # passing and never notified: nothing to store either
+        return Decision(False, obs.kind, None, "unchanged: passing, never notified", False)
     problem = obs.state not in ("passing", "healed")
     last = previous.get("sent") or previous.get("since") or 0
     if problem and policy.remind_every and _wanted(obs.kind, policy) and now - last >= policy.remind_every:
@@ -298,6 +299,8 @@ def document(msg, obs=None):
         details = dict(obs.details or {})
         doc["checks"] = list(obs.checks or ())
         doc["instances"] = details.pop("instances", None)
+        details.pop("failing_checks", None)
+        details.pop("checks", None)
         doc["decision"] = details.pop("decision", None) or obs.action or msg.get("action")
         doc["details"] = details
     return doc
