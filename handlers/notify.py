@@ -107,6 +107,15 @@ class Notifier:
 
     def handle(self, obs, policy, spec=None):
         """Decide, claim with CAS, send. -> (decision, [channels.Result])."""
+        try:
+            return self._handle(obs, policy, spec)
+        except ConsulError as e:
+            # without the state store we cannot tell news from a replay: send nothing, say so
+            self._audit(obs, notify_core.Decision(False, obs.kind, None, "not sent: %s" % e, False), None, [],
+                        result="error")
+            raise
+
+    def _handle(self, obs, policy, spec):
         for _ in range(_CAS_TRIES):
             now = round(self.clock(), 3)
             previous, index = self.store.get(obs.service, obs.slot)
@@ -138,7 +147,7 @@ class Notifier:
             if self.store.cas(obs.service, notify_core.HEAL_SLOT, record, index):
                 return
 
-    def _audit(self, obs, decision, previous, results):
+    def _audit(self, obs, decision, previous, results, result=None):
         if self.audit is None:
             return
         rec = {"kind": "notify", "source": obs.source, "service": obs.service, "env": self.env,
@@ -154,7 +163,7 @@ class Notifier:
         elif decision.send:
             rec["result"] = "sent"
         else:
-            rec["result"] = "suppressed"
+            rec["result"] = result or "suppressed"
         try:
             self.audit.write(rec)
         except OSError as e:

@@ -70,6 +70,47 @@ class Receiver:
             return len(self.requests)
 
 
+def write_spec(specs_dir, service, notify=None, instances=3, **extra):
+    os.makedirs(specs_dir, exist_ok=True)
+    doc = {"service": service, "instances": instances, "scale": {"driver": "swarm", "service": "web"}}
+    if notify is not None:
+        doc["notify"] = notify
+    doc.update(extra)
+    path = os.path.join(specs_dir, service + ".json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+OUTPUT = {"passing": "MEDIC OK - %s %d/%d passing | passing=%d;;;0 desired=%d;;;0",
+          "warning": "MEDIC WARNING - %s %d/%d passing | passing=%d;;;0 desired=%d;;;0",
+          "critical": "MEDIC CRITICAL - %s %d/%d passing | passing=%d;;;0 desired=%d;;;0"}
+
+
+def medic_output(service, status, live, desired):
+    return OUTPUT[status] % (service, live, desired, live, desired)
+
+
+def check(service, status, live, desired=3, index=10, node="mon1"):
+    """One check of medic's own `medic` service, as a checks watch payload carries it."""
+    return {"Node": node, "CheckID": "medic:" + service, "Name": "medic " + service, "Status": status,
+            "Notes": "", "Output": medic_output(service, status, live, desired), "ServiceID": "medic",
+            "ServiceName": "medic", "ServiceTags": [], "CreateIndex": 1, "ModifyIndex": index}
+
+
+def kv_record(agent, key):
+    """The JSON record stored at a KV key of `agent`, or None when there is none."""
+    import base64
+    import urllib.error
+    try:
+        (item,) = agent.api("/v1/kv/" + key)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+    return json.loads(base64.b64decode(item["Value"]))
+
+
 def hook_argv(outdir, exit_code=0, sleep=0.0):
     """argv of a command channel that records each message as <outdir>/<n>.json."""
     return [sys.executable, HOOK, outdir, str(exit_code), str(sleep)]

@@ -1,0 +1,234 @@
+"""medic-notify as an executable against a real Consul agent (KV state with CAS)."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+import support
+from handlers import alerts, audit, keys, settings
+from support_notify import Receiver, check, hook_argv, hook_messages, kv_record, write_spec
+
+pytestmark = pytest.mark.consul
+
+CONSUL_TOKEN = "consul-acl-token-4b1d-secret"
+HOOK_TOKEN = "webhook-header-token-77ae-secret"
+
+
+@pytest.fixture
+def world(tmp_path, consul_agent, unique):
+    """A spec dir with one service notifying a real receiver and a command hook."""
+    rx = Receiver().__enter__()
+    tok = tmp_path / "hook.token"
+    tok.write_text(HOOK_TOKEN)
+    svc = "svc-%s.example.com" % unique
+    hooks = str(tmp_path / "hook")
+    notify = {"channels": [{"type": "webhook", "name": "rx", "url": rx.url + "/in/" + HOOK_TOKEN[:8],
+                            "token_file": str(tok), "timeout": "2s", "retries": 2, "backoff": "100ms"},
+                           {"type": "command", "name": "sms", "argv": hook_argv(hooks)}]}
+    write_spec(str(tmp_path / "specs"), svc, notify)
+
+    class W:
+        pass
+    w = W()
+    w.rx, w.svc, w.hooks, w.tmp, w.agent = rx, svc, hooks, tmp_path, consul_agent
+    w.specs = str(tmp_path / "specs")
+    w.audit = str(tmp_path / "audit.jsonl")
+    w.env = support.medic_env(CONSUL_HTTP_ADDR=consul_agent.addr, CONSUL_HTTP_TOKEN=CONSUL_TOKEN,
+                              MEDIC_AUDIT_LOG=w.audit, MEDIC_NOTIFY_CONFIG=str(tmp_path / "none.json"))
+
+    def watch(*checks, args=()):
+        return support.run_medic("medic-notify", ["watch", "--specs", w.specs] + list(args),
+                                 input=json.dumps(list(checks)), env=w.env)
+
+    def event(ev, args=()):
+        return support.run_medic("medic-notify", ["event", "--specs", w.specs] + list(args),
+                                 input=json.dumps(ev), env=w.env)
+    w.watch, w.event = watch, event
+    yield w
+    rx.__exit__(None, None, None)
+
+
+def kinds(w):
+    return [b["kind"] for b in w.rx.bodies()]
+
+
+def hook_kinds(w):
+    return [m["env"]["MEDIC_KIND"] for m in hook_messages(w.hooks)] if os.path.isdir(w.hooks) else []
+
+
+def test_transitions_replays_and_state_in_kv(world):
+    w = world
+    r = w.watch(check(w.svc, "passing", 3, index=5))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert kinds(w) == [] and kv_record(w.agent, keys.key(None, "notify", w.svc, "medic:" + w.svc)) is None
+
+    r = w.watch(check(w.svc, "warning", 4, index=6))
+    assert r.returncode == 0 and "1 message(s) sent" in r.stdout, r.stdout
+    for _ in range(3):  # replays (consul reload re-runs the handler with the same payload)
+        assert "0 message(s) sent" in w.watch(check(w.svc, "warning", 4, index=6)).stdout
+    w.watch(check(w.svc, "critical", 1, index=7))
+    w.watch(check(w.svc, "critical", 1, index=7))
+    w.watch(check(w.svc, "warning", 4, index=6))  # stale, out of order: ignored
+    w.watch(check(w.svc, "passing", 3, index=9))
+    assert kinds(w) == ["warning", "critical", "recovered"]
+    assert hook_kinds(w) == ["warning", "critical", "recovered"]
+
+    stored = kv_record(w.agent, keys.key(None, "notify", w.svc, "medic:" + w.svc))
+    assert stored["state"] == "passing" and stored["index"] == 9 and stored["previous"] == "critical"
+
+    crit = w.rx.bodies()[1]
+    assert (crit["service"], crit["live"], crit["desired"], crit["action"], crit["previous"]) == \
+        (w.svc, 1, 3, "heal", "warning")
+    assert crit["checks"][0]["output"].startswith("MEDIC CRITICAL - ")
+    sms = hook_messages(w.hooks)[1]
+    assert sms["stdin"].strip() == crit["short"] and len(crit["short"]) <= 160
+
+    recs = [r for r in audit.read(w.audit) if r.get("slot") == "medic:" + w.svc]
+    assert [r["result"] for r in recs].count("sent") == 3
+    assert any(r["reason"].startswith("stale") for r in recs)
+    assert sum(r["reason"].startswith("unchanged") for r in recs) >= 4
+
+
+def test_heal_events_and_circuit(world):
+    w = world
+    base = {"service": w.svc, "live": 1, "desired": 3, "action": "scale web to 3", "reason": "2 of 3 missing"}
+    w.watch(check(w.svc, "critical", 1, index=20))
+    w.event(dict(base, kind="critical"))  # medic-heal saw the same critical: already told
+    w.event(dict(base, kind="healed", audit_ref="a1"))
+    w.event(dict(base, kind="healed", audit_ref="a1"))  # duplicate delivery
+    w.event(dict(base, kind="circuit_open", audit_ref="a2", reason="5 attempts in 10m"))
+    w.event(dict(base, kind="circuit_open", audit_ref="a3", reason="5 attempts in 10m"))
+    w.watch(check(w.svc, "passing", 3, index=25))
+    w.event(dict(base, kind="circuit_open", audit_ref="a4"))  # a new crash loop after recovery is news
+    assert kinds(w) == ["critical", "healed", "circuit_open", "recovered", "circuit_open"]
+    assert hook_kinds(w) == kinds(w)
+
+
+def test_two_nodes_racing_send_once(world):
+    """Two monitoring nodes run the handler on the same transition at the same moment:
+    check-and-set lets exactly one of them send."""
+    w = world
+    payload = json.dumps([check(w.svc, "critical", 0, index=30, node="mon1"),
+                          check(w.svc, "critical", 0, index=31, node="mon2")])
+    procs = [subprocess.Popen([os.path.join(support.BIN, "medic-notify"), "watch", "--specs", w.specs],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=w.env)
+             for _ in range(6)]
+    for p in procs:
+        p.stdin.write(payload)
+        p.stdin.close()
+    outs = [p.stdout.read() for p in procs]
+    for p in procs:
+        assert p.wait(60) == 0
+    assert kinds(w) == ["critical"], outs
+    assert sum("1 message(s) sent" in o for o in outs) == 1
+
+
+def test_channel_failure_is_audited_and_state_kept(world, tmp_path):
+    w = world
+    bad = {"channels": [{"type": "webhook", "name": "down", "url": "http://127.0.0.1:1/x", "retries": 1,
+                         "backoff": "50ms"}]}
+    svc = w.svc.replace("svc-", "bad-")
+    write_spec(w.specs, svc, bad)
+    r = w.watch(check(svc, "critical", 0, index=40))
+    assert r.returncode == 1 and "1 channel failure(s)" in r.stdout.splitlines()[0], r.stdout
+    (rec,) = [x for x in audit.read(w.audit) if x.get("service") == svc]
+    assert rec["result"] == "channel_failed" and rec["channels"][0]["attempts"] == 2
+    assert rec["failed"][0].startswith("down: ConnectionError")
+    # claimed before sending: a replay does not resend (at most once per transition)
+    assert "0 message(s) sent" in w.watch(check(svc, "critical", 0, index=40)).stdout
+
+
+def test_bad_input_is_one_line_and_no_action(world):
+    w = world
+    r = w.watch()
+    assert r.returncode == 0 and "0 service(s)" in r.stdout  # [] is a valid, empty payload
+    r = support.run_medic("medic-notify", ["watch", "--specs", w.specs], input="{", env=w.env)
+    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - payload: checks watch: payload is not JSON")
+    r = w.event({"kind": "exploded", "service": w.svc})
+    assert r.returncode == 3 and "$.kind" in r.stdout and len(r.stdout.splitlines()) == 1
+    cfg = w.tmp / "notify.json"
+    cfg.write_text(json.dumps({"channels": [{"type": "webhook"}]}))
+    r = w.watch(check(w.svc, "critical", 0), args=["--notify-config", str(cfg)])
+    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - spec: %s: $.channels[0]" % cfg), r.stdout
+    assert kinds(w) == []
+
+
+def test_consul_down_sends_nothing_and_audits(world):
+    w = world
+    env = dict(w.env, CONSUL_HTTP_ADDR="http://127.0.0.1:%d" % support.free_port(), MEDIC_CONSUL_TIMEOUT="1")
+    r = support.run_medic("medic-notify", ["watch", "--specs", w.specs], input=json.dumps([check(w.svc, "critical", 0)]),
+                          env=env)
+    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: reading medic/default/notify/")
+    assert kinds(w) == [] and hook_kinds(w) == []
+    (rec,) = audit.read(w.audit)
+    assert rec["result"] == "error" and rec["decision"] == "none"
+
+
+def test_global_config_and_named_channels(world, tmp_path):
+    w = world
+    cfg = tmp_path / "notify.json"
+    logf = tmp_path / "notify.log"
+    cfg.write_text(json.dumps({"remind_every": "1h", "channels": [{"type": "log", "name": "file", "path": str(logf)},
+                                                                  {"type": "webhook", "name": "rx", "url": w.rx.url}]}))
+    svc = w.svc.replace("svc-", "glob-")
+    write_spec(w.specs, svc, {"channels": ["file"], "kinds": ["critical"]})
+    w.watch(check(svc, "warning", 4, index=50), args=["--notify-config", str(cfg)])
+    w.watch(check(svc, "critical", 1, index=51), args=["--notify-config", str(cfg)])
+    assert logf.read_text().splitlines() == ["MEDIC CRITICAL %s 1/3 action: heal - MEDIC CRITICAL - %s 1/3 passing"
+                                             % (svc, svc)]
+    assert kinds(w) == []  # the spec chose the file channel only
+
+
+def test_secrets_never_appear(world):
+    w = world
+    w.watch(check(w.svc, "critical", 1, index=60))
+    w.event({"kind": "healed", "service": w.svc, "live": 3, "desired": 3, "action": "scale", "reason": "ok",
+             "audit_ref": "z"})
+    # a failing webhook whose error might echo its URL
+    write_spec(w.specs, w.svc.replace("svc-", "sec-"),
+               {"channels": [{"type": "webhook", "url": "http://127.0.0.1:1/hooks/" + HOOK_TOKEN, "retries": 0,
+                              "token_file": str(w.tmp / "hook.token")}]})
+    r = w.watch(check(w.svc.replace("svc-", "sec-"), "critical", 1, index=61), args=["-v"])
+    assert w.rx.count() == 2
+    assert w.rx.requests[0]["headers"]["Authorization"] == "Bearer " + HOOK_TOKEN  # it was used...
+    seen = [json.dumps(w.rx.bodies()), json.dumps(hook_messages(w.hooks)), open(w.audit).read(), r.stdout, r.stderr]
+    for text in seen:  # ...and never shown
+        assert HOOK_TOKEN not in text and CONSUL_TOKEN not in text
+
+
+def test_emit_returns_at_once_with_a_hanging_webhook(world, tmp_path):
+    """alerts.emit (what medic-heal calls) hands over and returns; the hanging webhook is
+    retried by the detached medic-notify and its failure audited."""
+    w = world
+    with Receiver(default="hang", hang_seconds=20) as hang:
+        svc = w.svc.replace("svc-", "hang-")
+        write_spec(w.specs, svc, {"channels": [{"type": "webhook", "name": "hang", "url": hang.url, "timeout": "1s",
+                                                "retries": 2, "backoff": "100ms"}]})
+        cfg = settings.resolve(consul_addr=w.agent.addr, token=CONSUL_TOKEN, environ={})
+        log = audit.AuditLog(w.audit, secrets=[CONSUL_TOKEN])
+        old = dict(os.environ)
+        os.environ.update({"MEDIC_NOTIFY_CONFIG": str(tmp_path / "none.json")})
+        try:
+            start = time.monotonic()
+            ok = alerts.emit({"kind": "heal_failed", "service": svc, "live": 0, "desired": 3, "action": "scale",
+                              "reason": "compose exit 1", "audit_ref": "h1"}, log, specs=w.specs, settings=cfg)
+            took = time.monotonic() - start
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        assert ok
+        assert took < hang.hang_seconds / 4  # returned long before the webhook could even time out once
+        recs = support.wait_for(lambda: [r for r in audit.read(w.audit) if r.get("service") == svc
+                                         and r.get("result") == "channel_failed"], timeout=60, what="audited failure")
+        assert hang.count() == 3 and recs[0]["channels"][0]["attempts"] == 3
+        assert "timeout after 1s" in recs[0]["failed"][0]
+        emitted = [r for r in audit.read(w.audit) if r.get("step") == "emit"]
+        assert emitted and emitted[0]["handed_over"] is True
+        assert CONSUL_TOKEN not in open(w.audit).read()
+
+
+def test_emit_never_raises():
+    assert alerts.emit({"kind": "exploded", "service": "x"}) is False
+    assert alerts.emit("not a dict") is False
