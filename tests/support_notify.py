@@ -118,6 +118,8 @@ def hook_argv(outdir, exit_code=0, sleep=0.0):
 
 def hook_messages(outdir):
     out = []
+    if not os.path.isdir(outdir):
+        return out
     for name in sorted(os.listdir(outdir), key=lambda n: float(n.split("-")[0])):
         if name.endswith(".json"):
             with open(os.path.join(outdir, name)) as f:
