@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 
 from . import audit as audit_mod
@@ -107,35 +108,64 @@ class Notifier:
 
     def handle(self, obs, policy, spec=None):
         """Decide, claim with CAS, send. -> (decision, [channels.Result])."""
-        try:
-            return self._handle(obs, policy, spec)
-        except ConsulError as e:
-            # without the state store we cannot tell news from a replay: send nothing, say so
-            self._audit(obs, notify_core.Decision(False, obs.kind, None, "not sent: %s" % e, False), None, [],
-                        result="error")
-            raise
+        (_, decision, results), = self.handle_many([(obs, policy, spec)])
+        return decision, results
 
-    def _handle(self, obs, policy, spec):
+    def handle_many(self, items):
+        """[(observation, policy, spec)] -> [(observation, decision, results)].
+
+        Claims run one after another (each a KV read and a CAS write); the messages
+        then go out in parallel, so one hanging channel costs one budget, not one
+        per service. A Consul failure sends nothing for that slot (without the state
+        store news cannot be told from a replay): audited, then raised after the
+        slots already claimed have been sent.
+        """
+        claimed, error = [], None
+        for obs, policy, spec in items:
+            try:
+                claimed.append((obs, policy, spec) + self._claim(obs, policy))
+            except ConsulError as e:
+                self._audit(obs, notify_core.Decision(False, obs.kind, None, "not sent: %s" % e, False), None, [],
+                            result="error")
+                error = error or e
+        outcomes = [None] * len(claimed)
+
+        def send(i, obs, policy, spec, decision, previous, now):
+            results = []
+            if decision.send:
+                msg = notify_core.message(obs, decision, self.env, spec, previous, now, self.host)
+                results = channels.send_all(policy.channels, msg, notify_core.document(msg, obs))
+            outcomes[i] = results
+
+        threads = [threading.Thread(target=send, args=(i,) + c, daemon=True) for i, c in enumerate(claimed)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out = []
+        for (obs, policy, spec, decision, previous, now), results in zip(claimed, outcomes):
+            self._audit(obs, decision, previous, results or [])
+            if decision.record and obs.slot != notify_core.HEAL_SLOT and obs.state == "passing" \
+                    and (previous or {}).get("state") not in (None, "passing"):
+                try:
+                    self._reset_heal_slot(obs)
+                except ConsulError as e:
+                    error = error or e
+            out.append((obs, decision, results or []))
+        if error is not None:
+            raise error
+        return out
+
+    def _claim(self, obs, policy):
+        """-> (decision, previous record, now); the decision's record is stored when it returns."""
         for _ in range(_CAS_TRIES):
             now = round(self.clock(), 3)
             previous, index = self.store.get(obs.service, obs.slot)
             decision = notify_core.decide(previous, obs, now, policy)
             if decision.record is None or self.store.cas(obs.service, obs.slot, decision.record, index):
-                break
-        else:
-            decision = notify_core.Decision(False, obs.kind, None, "gave up: the state key kept changing "
-                                            "under us (%d check-and-set conflicts)" % _CAS_TRIES, False)
-            previous = None
-        results = []
-        if decision.send:
-            msg = notify_core.message(obs, decision, self.env, spec, previous, now, self.host)
-            doc = notify_core.document(msg, obs)
-            results = channels.send_all(policy.channels, msg, doc)
-        self._audit(obs, decision, previous, results)
-        if decision.record and obs.slot != notify_core.HEAL_SLOT and obs.state == "passing" \
-                and (previous or {}).get("state") not in (None, "passing"):
-            self._reset_heal_slot(obs)
-        return decision, results
+                return decision, previous, now
+        return notify_core.Decision(False, obs.kind, None, "gave up: the state key kept changing under us "
+                                    "(%d check-and-set conflicts)" % _CAS_TRIES, False), None, now
 
     def _reset_heal_slot(self, obs):
         """A recovered service starts afresh: the next open circuit or failed heal is news."""
@@ -213,11 +243,11 @@ def run_watch(stream, **kw):
     notifier = Notifier(Store(settings.make_client(cfg), cfg, env), audit, env)
     observations = notify_core.observe_checks(checks, specs)
     sent, failed, lines = 0, 0, []
-    for service, obs in observations.items():
-        decision, results = notifier.handle(obs, policies[service], specs[service])
+    done = notifier.handle_many([(obs, policies[svc], specs[svc]) for svc, obs in observations.items()])
+    for obs, decision, results in done:
         sent += decision.send
         failed += sum(not r.ok for r in results)
-        lines.append("%s: %s (%s)" % (service, "sent " + obs.kind if decision.send else "nothing sent",
+        lines.append("%s: %s (%s)" % (obs.service, "sent " + obs.kind if decision.send else "nothing sent",
                                       decision.reason))
     return _outcome("watch", len(observations), sent, failed, lines)
 

@@ -232,3 +232,18 @@ def test_emit_returns_at_once_with_a_hanging_webhook(world, tmp_path):
 def test_emit_never_raises():
     assert alerts.emit({"kind": "exploded", "service": "x"}) is False
     assert alerts.emit("not a dict") is False
+
+
+def test_many_services_with_a_hanging_webhook_share_one_budget(world):
+    """Claims are sequential, sends parallel: every service's first attempt reaches the
+    hanging webhook before the first attempt's timeout has run out."""
+    w = world
+    with Receiver(default="hang", hang_seconds=20) as hang:
+        names = [w.svc.replace("svc-", "par%d-" % i) for i in range(4)]
+        for n in names:
+            write_spec(w.specs, n, {"channels": [{"type": "webhook", "url": hang.url, "timeout": "4s",
+                                                  "retries": 0}]})
+        r = w.watch(*[check(n, "critical", 0, index=70) for n in names])
+        assert r.returncode == 1 and "4 message(s) sent, 4 channel failure(s)" in r.stdout, r.stdout
+        times = sorted(x["time"] for x in hang.requests)
+        assert len(times) == 4 and times[-1] - times[0] < 4
