@@ -34,11 +34,14 @@ def test_good_notify_section_in_spec_and_environment(tmp_path):
 
 
 @pytest.mark.parametrize("section, where", [
-    ({"channels": [{"type": "webhook"}]}, "$.notify.channels[0]"),
-    ({"channels": [{"type": "webhook", "url": "ftp://x"}]}, "$.notify.channels[0]"),
-    ({"channels": [{"type": "command", "argv": "sms +49"}]}, "$.notify.channels[0]"),
-    ({"channels": [{"type": "log", "url": "http://x"}]}, "$.notify.channels[0]"),
-    ({"channels": [{"type": "pigeon"}]}, "$.notify.channels[0]"),
+    ({"channels": [{"type": "webhook"}]}, "$.notify.channels[0]: 'url' is a required property"),
+    ({"channels": [{"type": "webhook", "url": "ftp://x"}]}, "$.notify.channels[0].url: 'ftp://x' does not match"),
+    ({"channels": [{"type": "command", "argv": "sms +49"}]}, "$.notify.channels[0].argv: 'sms +49' is not of type"),
+    ({"channels": [{"type": "log", "url": "http://x"}]}, "$.notify.channels[0]: Additional properties are not "
+                                                         "allowed ('url' was unexpected)"),
+    ({"channels": [{"type": "pigeon"}]}, "$.notify.channels[0].type"),
+    ({"channels": ["bad name"]}, "$.notify.channels[0]: 'bad name' does not match"),
+    ({"channels": [{"type": "webhook", "url": "http://x", "retries": -1}]}, "$.notify.channels[0].retries"),
     ({"kinds": ["paging"]}, "$.notify.kinds[0]"),
     ({"remind_every": "soon"}, "$.notify.remind_every"),
     ({"sms": True}, "$.notify"),
