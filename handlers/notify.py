@@ -3,6 +3,8 @@
     medic-notify watch --specs DIR    a `checks` watch handler for medic's own `medic`
                                       service (checks `medic:<service>`), payload on stdin
     medic-notify event --specs DIR    one event from medic-heal (handlers.alerts.emit) on stdin
+    medic-notify sweep --specs DIR    read those checks from Consul itself: due reminders
+                                      and missed transitions (cron, a timer)
 
 Per slot: read the last notified state from Consul KV, decide (notify_core.decide),
 store the new state with check-and-set, and only then send (handlers.channels).
@@ -225,11 +227,11 @@ def _read_stdin(stream):
         raise PayloadError(str(e)) from None
 
 
-def run_watch(stream, **kw):
+def run_watch(stream, _payload=None, **kw):
     from watches import PayloadError as WatchPayloadError
     from watches import checks as checks_payload
 
-    data = _read_stdin(stream)
+    data = _read_stdin(stream) if _payload is None else _payload
     try:
         checks = checks_payload.parse(data)
     except WatchPayloadError as e:
@@ -249,7 +251,27 @@ def run_watch(stream, **kw):
         failed += sum(not r.ok for r in results)
         lines.append("%s: %s (%s)" % (obs.service, "sent " + obs.kind if decision.send else "nothing sent",
                                       decision.reason))
-    return _outcome("watch", len(observations), sent, failed, lines)
+    return _outcome("sweep" if _payload is not None else "watch", len(observations), sent, failed, lines)
+
+
+def run_sweep(**kw):
+    """Re-read medic's own checks from Consul and apply the watch's rule.
+
+    For reminders while a problem persists (a steady check makes no watch fire), and
+    to catch up on a transition a watch run missed. Run it from cron or a timer.
+    """
+    env_name = settings.environment(kw.get("env"))
+    specs = spec_mod.load_dir(spec_mod.specs_dir(kw.get("specs")), env_name)
+    addrs = {s.consul_addr for s in specs.values() if s.consul_addr}
+    _, cfg, _ = _setup(kw, spec_addr=addrs.pop() if len(addrs) == 1 else None)
+    client = settings.make_client(cfg)
+    try:
+        # py-consul's health endpoints take no consistency mode: the default (leader) read
+        _, raw = client.health.checks(kw.get("medic_service") or "medic")
+    except Exception as e:
+        raise ConsulError("reading the checks of service %r: %s" % (kw.get("medic_service") or "medic",
+                                                                  cfg.redact(e))) from None
+    return run_watch(None, _payload=json.dumps(raw or []), **kw)
 
 
 def run_event(stream, **kw):
@@ -308,6 +330,14 @@ def _command():
     @notify_options
     def event(**kw):
         return run_event(sys.stdin, **kw)
+
+    @cli.command(help="Read medic's checks from Consul and notify as the watch would: "
+                      "reminders that are due, transitions a watch run missed. For cron.")
+    @notify_options
+    @click.option("--medic-service", "medic_service", default="medic", show_default=True,
+                  help="The Consul service carrying the checks medic:<service>.")
+    def sweep(**kw):
+        return run_sweep(**kw)
 
     return cli
 

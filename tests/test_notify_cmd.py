@@ -247,3 +247,32 @@ def test_many_services_with_a_hanging_webhook_share_one_budget(world):
         assert r.returncode == 1 and "4 message(s) sent, 4 channel failure(s)" in r.stdout, r.stdout
         times = sorted(x["time"] for x in hang.requests)
         assert len(times) == 4 and times[-1] - times[0] < 4
+
+
+def test_sweep_sends_due_reminders_from_consul_state(world, unique):
+    """`sweep` reads medic's checks from Consul itself: a persisting critical gets one
+    reminder per remind_every, not one per run."""
+    w = world
+    svc = w.svc.replace("svc-", "rem-")
+    write_spec(w.specs, svc, {"remind_every": "2s", "channels": [{"type": "webhook", "url": w.rx.url}]})
+    medic_service = "medic-" + unique
+    w.agent.api("/v1/agent/service/register", "PUT", {
+        "ID": medic_service, "Name": medic_service, "Port": 1,
+        "Check": {"CheckID": "medic:" + svc, "Name": "medic " + svc, "TTL": "10m", "Status": "passing"}})
+    # (a status change syncs to the catalog at once; an output-only change waits for check_update_interval)
+    try:
+        w.agent.api("/v1/agent/check/update/medic:" + svc, "PUT", {
+            "Status": "critical", "Output": "MEDIC CRITICAL - %s 1/3 passing | passing=1;;;0 desired=3;;;0" % svc})
+        support.wait_for(lambda: [c for c in w.agent.api("/v1/health/checks/" + medic_service)
+                                  if c["Output"].startswith("MEDIC")], what="the check in the catalog")
+        args = ["sweep", "--specs", w.specs, "--medic-service", medic_service]
+        r = support.run_medic("medic-notify", args, env=w.env)
+        assert r.returncode == 0 and "1 message(s) sent" in r.stdout, r.stdout + r.stderr
+        assert "0 message(s) sent" in support.run_medic("medic-notify", args, env=w.env).stdout
+        time.sleep(2.5)
+        assert "1 message(s) sent" in support.run_medic("medic-notify", args, env=w.env).stdout
+        bodies = w.rx.bodies()
+        assert [(b["kind"], b["reminder"]) for b in bodies] == [("critical", False), ("critical", True)]
+        assert bodies[1]["short"].startswith("MEDIC CRITICAL (reminder) ")
+    finally:
+        w.agent.deregister(medic_service)
