@@ -62,13 +62,14 @@ def emit(event, audit=None, specs=None, env=None, settings=None):
 
     Never raises, never waits for the child: a bad event is audited and dropped.
     """
-    ok, error = True, None
+    ok, error, disabled = True, None, False
     try:
         if not isinstance(event, dict) or event.get("kind") not in KINDS:
             raise ValueError("unknown event kind %r" % (event.get("kind") if isinstance(event, dict) else event,))
         payload = json.dumps(event, default=str).encode("utf-8")
         argv = notify_argv(specs, env, settings.addr if settings is not None else None)
-        if os.environ.get("MEDIC_NOTIFY", "").lower() not in ("off", "0", "false"):
+        disabled = os.environ.get("MEDIC_NOTIFY", "").lower() in ("off", "0", "false")
+        if not disabled:
             with tempfile.TemporaryFile() as stdin:
                 stdin.write(payload)
                 stdin.seek(0)
@@ -77,14 +78,17 @@ def emit(event, audit=None, specs=None, env=None, settings=None):
             threading.Thread(target=_reap, args=(p,), daemon=True).start()
     except Exception as e:  # the contract: never raise into the heal path
         ok, error = False, "%s: %s" % (type(e).__name__, e)
-        if settings is not None:
-            error = settings.redact(error)
+        try:
+            error = settings.redact(error) if settings is not None else error
+        except Exception:
+            error = type(e).__name__  # cannot tell what is secret in it: keep the type only
     if audit is not None:
         try:
             audit.write({"kind": "notify", "step": "emit",
                          "service": event.get("service") if isinstance(event, dict) else None,
                          "env": event.get("env") if isinstance(event, dict) else None,
-                         "event": event, "handed_over": ok, "error": error})
+                         "event": event, "handed_over": ok and not disabled, "error": error,
+                         "reason": "MEDIC_NOTIFY=off: not handed over" if disabled else None})
         except Exception:
             pass
     return ok

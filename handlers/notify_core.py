@@ -96,10 +96,16 @@ def observe_checks(checks, services):
         line, live, desired = parse_output(worst.output)
         out[svc] = Observation(
             svc, CHECK_PREFIX + svc, worst.status, _KIND_OF_STATE[worst.status], live, desired,
-            max(c.modify_index for c in group), None, line or None, None,
+            max(c.modify_index for c in group), None, _status_text(line) or None, None,
             tuple({"node": c.node, "check_id": c.check_id, "status": c.status,
                    "output": parse_output(c.output)[0]} for c in group), None, "watch")
     return out
+
+
+def _status_text(line):
+    """'MEDIC CRITICAL - www 1/3 passing' -> 'www 1/3 passing' (the state is said elsewhere)."""
+    m = re.match(r"^MEDIC [A-Z]+ - ", line or "")
+    return line[m.end():] if m else line
 
 
 def observe_event(event):

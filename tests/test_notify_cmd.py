@@ -176,7 +176,7 @@ def test_global_config_and_named_channels(world, tmp_path):
     write_spec(w.specs, svc, {"channels": ["file"], "kinds": ["critical"]})
     w.watch(check(svc, "warning", 4, index=50), args=["--notify-config", str(cfg)])
     w.watch(check(svc, "critical", 1, index=51), args=["--notify-config", str(cfg)])
-    assert logf.read_text().splitlines() == ["MEDIC CRITICAL %s 1/3 action: heal - MEDIC CRITICAL - %s 1/3 passing"
+    assert logf.read_text().splitlines() == ["MEDIC CRITICAL %s 1/3 action: heal - %s 1/3 passing"
                                              % (svc, svc)]
     assert kinds(w) == []  # the spec chose the file channel only
 
@@ -229,9 +229,17 @@ def test_emit_returns_at_once_with_a_hanging_webhook(world, tmp_path):
         assert CONSUL_TOKEN not in open(w.audit).read()
 
 
-def test_emit_never_raises():
-    assert alerts.emit({"kind": "exploded", "service": "x"}) is False
-    assert alerts.emit("not a dict") is False
+def test_emit_never_raises(tmp_path, monkeypatch):
+    log = audit.AuditLog(str(tmp_path / "a.jsonl"))
+    assert alerts.emit({"kind": "exploded", "service": "x"}, log) is False
+    assert alerts.emit("not a dict", log) is False
+    assert alerts.emit({"kind": "healed", "service": "x", "details": {"when": object()}}, log,
+                       settings="not settings") is False  # a caller's bug is audited, not raised
+    monkeypatch.setenv("MEDIC_NOTIFY", "off")
+    assert alerts.emit({"kind": "healed", "service": "x"}, log) is True
+    recs = audit.read(log.path)
+    assert [r["handed_over"] for r in recs] == [False, False, False, False]
+    assert "unknown event kind 'exploded'" in recs[0]["error"] and recs[3]["reason"].startswith("MEDIC_NOTIFY=off")
 
 
 def test_many_services_with_a_hanging_webhook_share_one_budget(world):
