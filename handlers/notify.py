@@ -13,6 +13,7 @@ Every decision, sent or not, is one audit record saying why.
 """
 import json
 import os
+import random
 import socket
 import sys
 import threading
@@ -25,7 +26,7 @@ from .errors import ConsulError, PayloadError, SpecError
 from .status import Outcome, Status
 
 DEFAULT_NOTIFY_CONFIG = "/etc/consul-medic/notify.json"
-_CAS_TRIES = 5
+_CAS_TRIES = 20  # with jittered pauses: a burst of writers to one key all get through
 
 
 # -- configuration ------------------------------------------------------------------
@@ -166,6 +167,7 @@ class Notifier:
             decision = notify_core.decide(previous, obs, now, policy)
             if decision.record is None or self.store.cas(obs.service, obs.slot, decision.record, index):
                 return decision, previous, now
+            time.sleep(random.uniform(0.005, 0.05))  # lost the race: let the winner finish, re-read
         return notify_core.Decision(False, obs.kind, None, "gave up: the state key kept changing under us "
                                     "(%d check-and-set conflicts)" % _CAS_TRIES, False), None, now
 

@@ -284,3 +284,18 @@ def test_sweep_sends_due_reminders_from_consul_state(world, unique):
         assert bodies[1]["short"].startswith("MEDIC CRITICAL (reminder) ")
     finally:
         w.agent.deregister(medic_service)
+
+
+def test_a_burst_of_distinct_heals_all_get_through(world):
+    """Many writers to one state key at once: CAS conflicts are retried, none is lost."""
+    w = world
+    procs = []
+    for i in range(8):
+        p = subprocess.Popen([os.path.join(support.BIN, "medic-notify"), "event", "--specs", w.specs],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=w.env)
+        p.stdin.write(json.dumps({"kind": "healed", "service": w.svc, "audit_ref": "burst-%d" % i}))
+        p.stdin.close()
+        procs.append(p)
+    for p in procs:
+        assert p.wait(60) == 0, p.stdout.read()
+    assert sorted(b["audit_ref"] for b in w.rx.bodies()) == ["burst-%d" % i for i in range(8)]
