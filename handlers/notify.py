@@ -319,9 +319,11 @@ def _command():
                          % DEFAULT_NOTIFY_CONFIG)(f)
         return options.common(f)
 
-    @click.group(help=__doc__.split("\n\n")[0])
-    def cli():
-        pass
+    @click.group(help=__doc__.split("\n\n")[0], invoke_without_command=True)
+    @click.pass_context
+    def cli(ctx):
+        if ctx.invoked_subcommand is None:
+            raise click.UsageError("a command is needed: watch, event or sweep (see --help)")
 
     @cli.command(help="Handle a `checks` watch payload (medic's own checks) on stdin.")
     @notify_options

@@ -299,3 +299,17 @@ def test_a_burst_of_distinct_heals_all_get_through(world):
     for p in procs:
         assert p.wait(60) == 0, p.stdout.read()
     assert sorted(b["audit_ref"] for b in w.rx.bodies()) == ["burst-%d" % i for i in range(8)]
+
+
+def test_environment_selects_overrides_and_kv_namespace(world, tmp_path):
+    w = world
+    svc = w.svc.replace("svc-", "env-")
+    logf = tmp_path / "live.log"
+    write_spec(w.specs, svc, {"channels": [{"type": "webhook", "url": w.rx.url}]},
+               environments={"live": {"notify": {"channels": [{"type": "log", "path": str(logf)}]}}})
+    w.watch(check(svc, "critical", 1, index=80), args=["--env", "live"])
+    assert w.rx.count() == 0 and logf.read_text().startswith("MEDIC CRITICAL live %s 1/3" % svc)
+    assert kv_record(w.agent, keys.key("live", "notify", svc, "medic:" + svc))["state"] == "critical"
+    assert kv_record(w.agent, keys.key(None, "notify", svc, "medic:" + svc)) is None
+    w.watch(check(svc, "critical", 1, index=80))  # no environment: its own state, its own channels
+    assert [b["env"] for b in w.rx.bodies()] == [None]

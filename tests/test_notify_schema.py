@@ -69,3 +69,15 @@ def test_config_path_precedence():
     assert notify.config_path("/a", {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/a"
     assert notify.config_path(None, {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/b"
     assert notify.config_path(None, {}) == "/etc/consul-medic/notify.json"
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([], "MEDIC UNKNOWN - usage: a command is needed: watch, event or sweep (see --help)"),
+    (["page"], "MEDIC UNKNOWN - usage: No such command 'page'."),
+    (["watch", "--bogus"], "MEDIC UNKNOWN - usage: No such option '--bogus'"),
+    (["watch", "--specs", "/nonexistent-medic"], "MEDIC UNKNOWN - spec: /nonexistent-medic: specs directory does not exist"),
+])
+def test_cli_usage_errors_are_one_line_exit_3(argv, line):
+    import support
+    r = support.run_medic("medic-notify", argv, input="[]")
+    assert r.returncode == 3 and r.stdout.startswith(line) and len(r.stdout.splitlines()) == 1, r.stdout
