@@ -21,7 +21,7 @@ from collections import namedtuple
 
 from . import notify_core
 
-Result = namedtuple("Result", "channel type ok attempts error elapsed")
+Result = namedtuple("Result", "channel type ok attempts error elapsed retried")
 
 DEFAULTS = {"timeout": 5.0, "retries": 3, "backoff": 1.0, "backoff_max": 10.0, "max_time": 30.0}
 _RETRY_HTTP = (408, 425, 429, 500, 502, 503, 504)
@@ -94,26 +94,29 @@ def render(ch, msg, doc):
 
 
 def _attempts(ch, once, sleep, clock):
-    """Run `once(remaining) -> (ok, error, retryable)` with retries and backoff in a budget."""
+    """Run `once(remaining) -> (ok, error, retryable)` with retries and backoff in a budget.
+
+    -> (ok, attempts, last error, errors of the earlier attempts that were retried)."""
     start = clock()
     budget = _num(ch, "max_time")
     retries = int(ch.get("retries", DEFAULTS["retries"]))
     backoff, backoff_max = _num(ch, "backoff"), _num(ch, "backoff_max")
-    attempt, error = 0, None
+    attempt, error, seen = 0, None, []
     while True:
         attempt += 1
         remaining = budget - (clock() - start)
         if remaining <= 0:
             error = (error + "; " if error else "") + "gave up: max_time %gs spent" % budget
-            return False, attempt - 1, error
+            return False, attempt - 1, error, seen
         ok, error, retryable = once(remaining)
         if ok:
-            return True, attempt, None
+            return True, attempt, None, seen
+        seen.append(error)
         if not retryable or attempt > retries:
-            return False, attempt, error
+            return False, attempt, error, seen[:-1]
         pause = min(backoff * (2 ** (attempt - 1)), backoff_max)
         if clock() - start + pause >= budget:
-            return False, attempt, error + "; gave up: max_time %gs would pass" % budget
+            return False, attempt, error + "; gave up: max_time %gs would pass" % budget, seen[:-1]
         sleep(pause)
 
 
@@ -123,7 +126,7 @@ def send_webhook(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
     try:
         token = read_token(ch)
     except (OSError, ValueError) as e:
-        return False, 0, "token_file unreadable: %s" % (getattr(e, "strerror", None) or type(e).__name__)
+        return False, 0, "token_file unreadable: %s" % (getattr(e, "strerror", None) or type(e).__name__), []
     headers = {"Content-Type": "application/json", "User-Agent": "consul-medic-notify/1"}
     for k, v in (ch.get("headers") or {}).items():
         headers[k] = v
@@ -214,8 +217,8 @@ def send_log(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
             sys.stderr.write(line)
             sys.stderr.flush()
     except OSError as e:
-        return False, 1, "cannot write %s: %s" % (path or "stderr", e.strerror)
-    return True, 1, None
+        return False, 1, "cannot write %s: %s" % (path or "stderr", e.strerror), []
+    return True, 1, None, []
 
 
 SENDERS = {"webhook": send_webhook, "command": send_command, "log": send_log}
@@ -224,10 +227,11 @@ SENDERS = {"webhook": send_webhook, "command": send_command, "log": send_log}
 def send_one(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
     start = clock()
     try:
-        ok, attempts, error = SENDERS[ch["type"]](ch, msg, doc, sleep, clock)
+        ok, attempts, error, retried = SENDERS[ch["type"]](ch, msg, doc, sleep, clock)
     except Exception as e:  # a channel never raises
-        ok, attempts, error = False, 0, _scrub("%s: %s" % (type(e).__name__, e), ch)
-    return Result(ch.get("name") or ch["type"], ch["type"], ok, attempts, error, round(clock() - start, 3))
+        ok, attempts, error, retried = False, 0, _scrub("%s: %s" % (type(e).__name__, e), ch), []
+    return Result(ch.get("name") or ch["type"], ch["type"], ok, attempts, error, round(clock() - start, 3),
+                  retried)
 
 
 def send_all(channels, msg, doc):
@@ -243,5 +247,5 @@ def send_all(channels, msg, doc):
         t.start()
     for i, t in enumerate(threads):
         t.join(_num(chosen[i], "max_time") + _num(chosen[i], "timeout") + 5)
-    return [r or Result(chosen[i].get("name"), chosen[i]["type"], False, 0, "did not finish in its budget", None)
+    return [r or Result(chosen[i].get("name"), chosen[i]["type"], False, 0, "did not finish in its budget", None, [])
             for i, r in enumerate(results)]

@@ -57,7 +57,7 @@ def test_webhook_500_is_retried_with_backoff():
         pauses = []
         r = channels.send_one(fast({"type": "webhook", "url": rx.url}), MSG, DOC,
                               sleep=lambda s: (pauses.append(s), time.sleep(s)))
-        assert r.ok and r.attempts == 3 and rx.count() == 3
+        assert r.ok and r.attempts == 3 and rx.count() == 3 and r.retried == ["HTTP 500", "HTTP 503"]
         assert pauses == [0.05, 0.1]  # exponential backoff between attempts
 
 
@@ -69,9 +69,13 @@ def test_backoff_is_capped_and_bounded_by_max_time():
         clock[0] += 1  # each attempt takes 1 s
         return False, "HTTP 503", True
 
-    ok, attempts, error = channels._attempts(ch, once, lambda s: (pauses.append(s), clock.__setitem__(0, clock[0] + s)),
-                                             lambda: clock[0])
+    def sleep(s):
+        pauses.append(s)
+        clock[0] += s
+
+    ok, attempts, error, retried = channels._attempts(ch, once, sleep, lambda: clock[0])
     assert not ok and pauses == [1, 2, 4, 4] and attempts == 5 and "gave up: max_time 20s" in error
+    assert retried == ["HTTP 503"] * 4
     assert clock[0] <= 20
 
 

@@ -313,3 +313,17 @@ def test_environment_selects_overrides_and_kv_namespace(world, tmp_path):
     assert kv_record(w.agent, keys.key(None, "notify", svc, "medic:" + svc)) is None
     w.watch(check(svc, "critical", 1, index=80))  # no environment: its own state, its own channels
     assert [b["env"] for b in w.rx.bodies()] == [None]
+
+
+def test_webhook_500_retried_then_delivered_and_audited(world):
+    w = world
+    with Receiver(script=[500, 502]) as flaky:
+        svc = w.svc.replace("svc-", "flaky-")
+        write_spec(w.specs, svc, {"channels": [{"type": "webhook", "name": "flaky", "url": flaky.url,
+                                                "backoff": "100ms", "retries": 3}]})
+        r = w.watch(check(svc, "warning", 4, index=90))
+        assert r.returncode == 0, r.stdout
+        assert flaky.count() == 3 and [json.loads(x["body"])["kind"] for x in flaky.requests] == ["warning"] * 3
+        (rec,) = [x for x in audit.read(w.audit) if x.get("service") == svc]
+        assert rec["result"] == "sent" and rec["channels"][0]["attempts"] == 3 and rec["channels"][0]["ok"]
+        assert rec["channels"][0]["retried"] == ["HTTP 500", "HTTP 502"]
