@@ -108,6 +108,7 @@ class Notifier:
     def __init__(self, store, audit, env, clock=time.time, host=None):
         self.store, self.audit, self.env, self.clock = store, audit, env, clock
         self.host = host or socket.gethostname()
+        self.note = None  # said in every audit record of this run (e.g. why no spec applied)
 
     def handle(self, obs, policy, spec=None):
         """Decide, claim with CAS, send. -> (decision, [channels.Result])."""
@@ -190,6 +191,8 @@ class Notifier:
                "audit_ref": obs.audit_ref, "decision": "send" if decision.send else "none",
                "reminder": decision.reminder, "reason": decision.reason,
                "channels": [r._asdict() for r in results]}
+        if self.note:
+            rec["note"] = self.note
         failed = [r for r in results if not r.ok]
         if failed:
             rec["result"] = "channel_failed"
@@ -205,7 +208,7 @@ class Notifier:
 
 
 # -- commands ------------------------------------------------------------------------------
-def _setup(kw, specs_needed=True, spec_addr=None):
+def _setup(kw, spec_addr=None):
     env = settings.environment(kw.get("env"))
     cfg = settings.resolve(kw.get("consul_addr"), kw.get("token"), kw.get("token_file"),
                            kw.get("consul_timeout"), spec_addr=spec_addr)
@@ -288,16 +291,20 @@ def run_event(stream, **kw):
         raise PayloadError("event: %s" % e) from None
     env_name = settings.environment(kw.get("env") or event.get("env"))
     try:
-        spec = spec_mod.find(spec_mod.specs_dir(kw.get("specs")), obs.service, env_name)
-    except SpecError:
-        spec = None  # no spec here: the global notify file alone decides where it goes
+        spec, note = spec_mod.find(spec_mod.specs_dir(kw.get("specs")), obs.service, env_name), None
+    except SpecError as e:
+        # no (valid) spec here: the global notify file alone decides where it goes; say so
+        spec, note = None, "spec not used: %s" % e
     env, cfg, global_conf = _setup(dict(kw, env=env_name), spec_addr=spec.consul_addr if spec else None)
     policy = resolve_policy(global_conf, spec, spec.path if spec else config_path(kw.get("notify_config")))
     audit = _audit_log(kw, cfg, [policy])
     notifier = Notifier(Store(settings.make_client(cfg), cfg, env), audit, env)
+    notifier.note = note
     decision, results = notifier.handle(obs, policy, spec)
     failed = sum(not r.ok for r in results)
     line = "%s: %s (%s)" % (obs.service, "sent " + obs.kind if decision.send else "nothing sent", decision.reason)
+    if note:
+        line += "; " + note
     return _outcome("event", 1, int(decision.send), failed, [line])
 
 

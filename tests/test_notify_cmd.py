@@ -327,3 +327,15 @@ def test_webhook_500_retried_then_delivered_and_audited(world):
         (rec,) = [x for x in audit.read(w.audit) if x.get("service") == svc]
         assert rec["result"] == "sent" and rec["channels"][0]["attempts"] == 3 and rec["channels"][0]["ok"]
         assert rec["channels"][0]["retried"] == ["HTTP 500", "HTTP 502"]
+
+
+def test_event_for_a_service_without_spec_uses_the_global_file(world, tmp_path):
+    w = world
+    cfg = tmp_path / "notify.json"
+    cfg.write_text(json.dumps({"channels": [{"type": "webhook", "url": w.rx.url}]}))
+    r = w.event({"kind": "circuit_open", "service": "nospec-" + w.svc, "reason": "crash loop"},
+                args=["--notify-config", str(cfg)])
+    assert r.returncode == 0 and "spec not used: " in r.stdout, r.stdout
+    assert kinds(w) == ["circuit_open"]
+    (rec,) = [x for x in audit.read(w.audit) if x.get("service") == "nospec-" + w.svc]
+    assert rec["note"].startswith("spec not used: ") and rec["result"] == "sent"
