@@ -158,8 +158,8 @@ def test_bad_input_is_one_line_and_no_action(world):
 def test_consul_down_sends_nothing_and_audits(world):
     w = world
     env = dict(w.env, CONSUL_HTTP_ADDR="http://127.0.0.1:%d" % support.free_port(), MEDIC_CONSUL_TIMEOUT="1")
-    r = support.run_medic("medic-notify", ["watch", "--specs", w.specs], input=json.dumps([check(w.svc, "critical", 0)]),
-                          env=env)
+    r = support.run_medic("medic-notify", ["watch", "--specs", w.specs],
+                          input=json.dumps([check(w.svc, "critical", 0)]), env=env)
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: reading medic/default/notify/")
     assert kinds(w) == [] and hook_kinds(w) == []
     (rec,) = audit.read(w.audit)

@@ -168,7 +168,8 @@ def test_short_text():
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(kind=st.sampled_from(core.KINDS), service=st.text(min_size=1, max_size=127), env=st.none() | st.text(max_size=40),
+@given(kind=st.sampled_from(core.KINDS), service=st.text(min_size=1, max_size=127),
+       env=st.none() | st.text(max_size=40),
        live=st.none() | st.integers(0, 10 ** 6), desired=st.none() | st.integers(0, 10 ** 6),
        action=st.none() | st.text(max_size=300), reason=st.none() | st.text(max_size=500), reminder=st.booleans())
 def test_short_text_always_fits_an_sms(kind, service, env, live, desired, action, reason, reminder):

@@ -75,7 +75,8 @@ def test_config_path_precedence():
     ([], "MEDIC UNKNOWN - usage: a command is needed: watch, event or sweep (see --help)"),
     (["page"], "MEDIC UNKNOWN - usage: No such command 'page'."),
     (["watch", "--bogus"], "MEDIC UNKNOWN - usage: No such option '--bogus'"),
-    (["watch", "--specs", "/nonexistent-medic"], "MEDIC UNKNOWN - spec: /nonexistent-medic: specs directory does not exist"),
+    (["watch", "--specs", "/nonexistent-medic"],
+     "MEDIC UNKNOWN - spec: /nonexistent-medic: specs directory does not exist"),
 ])
 def test_cli_usage_errors_are_one_line_exit_3(argv, line):
     import support
