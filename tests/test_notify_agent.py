@@ -7,6 +7,7 @@ exactly one message each on a real HTTP receiver and a command channel; 20
 """
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -107,3 +108,53 @@ def test_one_message_per_transition_and_none_on_reload(consul_factory, tmp_path,
                       agent.log_tail(100000)]
         for text in everything:
             assert HOOK_TOKEN not in text and CONSUL_TOKEN not in text
+
+
+def test_agent_restarts_send_nothing_new(consul_factory, tmp_path, unique):
+    """A server agent with a data dir (KV and check state survive): restarting it
+    re-runs the watch handler, which finds the stored state and stays quiet."""
+    svc = "rst-%s.example.com" % unique
+    specs, audit_log = str(tmp_path / "specs"), str(tmp_path / "audit.jsonl")
+    with Receiver() as rx:
+        notify_conf = tmp_path / "notify.json"
+        notify_conf.write_text(json.dumps({"channels": [{"type": "webhook", "url": rx.url, "timeout": "2s"}]}))
+        write_spec(specs, svc)
+        # check_update_interval 0: output-only changes reach the catalog at once (default: up to 5 min)
+        agent = consul_factory(start=False, dev=False, config={"server": True, "bootstrap_expect": 1,
+                                                               "check_update_interval": "0s"},
+                               env={"MEDIC_AUDIT_LOG": audit_log})
+        handler = [os.path.join(support.BIN, "medic-notify"), "watch", "--specs", specs,
+                   "--notify-config", str(notify_conf), "--consul-addr", agent.addr]
+        with open(os.path.join(agent.config_dir, "10-medic.json"), "w") as f:
+            json.dump({"watches": [{"type": "checks", "service": "medic", "args": handler}],
+                       "services": [{"name": "medic", "id": "medic", "port": 1, "checks": [
+                           {"id": "medic:" + svc, "name": "medic " + svc, "ttl": "30m"}]}]}, f)
+        agent.start()
+
+        def runs():
+            return [r for r in audit.read(audit_log) if r.get("slot") == "medic:" + svc]
+
+        def set_check(status, live):
+            agent.api("/v1/agent/check/update/medic:" + svc, "PUT",
+                      {"Status": status, "Output": medic_output(svc, status, live, 3)})
+
+        set_check("passing", 3)  # (a TTL check starts critical without output; an output-only
+        support.wait_for(lambda: runs(), what="the first run")  # change would wait for check_update_interval)
+        set_check("critical", 1)
+        support.wait_for(lambda: rx.count() == 1, timeout=30, what="the critical message")
+        sent_at = len(runs())
+        for i in range(3):
+            before = len(runs())
+            agent.kill(signal.SIGINT)  # a clean stop; the data dir stays
+            agent.start()
+            # the restarted agent's check is critical without output until medic-check first runs: ignored
+            support.wait_for(lambda: [c for c in agent.api("/v1/health/checks/medic") if c["Output"] == ""],
+                             what="the restarted agent's fresh check in the catalog")
+            set_check("critical", 1)  # medic-check's first run after the restart: the same state
+            support.wait_for(lambda: len(runs()) > before, timeout=60, what="the handler after restart %d" % i)
+        time.sleep(2)
+        assert [b["kind"] for b in rx.bodies()] == ["critical"]
+        assert all(r["reason"].startswith("unchanged") for r in runs()[sent_at:]), runs()[sent_at:]
+        set_check("passing", 3)
+        support.wait_for(lambda: rx.count() == 2, timeout=30, what="the recovered message")
+        assert [b["kind"] for b in rx.bodies()] == ["critical", "recovered"]
