@@ -208,3 +208,33 @@ def test_default_action():
     assert core.default_action("warning", s) == "none: a human must look"
     s.heal = heal._replace(enabled=False)
     assert core.default_action("critical", s) == "none (heal disabled)"
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(states=st.lists(st.sampled_from(core.STATES), min_size=1, max_size=30),
+       replays=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=30))
+def test_one_message_per_transition_whatever_the_replays(states, replays):
+    """A payload sequence in index order, with replays of any earlier payload (consul
+    reload, a second node, out-of-order delivery) mixed in: exactly one message per
+    change of state, none for a replay."""
+    payloads = [obs_of(s, {"passing": OUT_OK, "warning": OUT_WARN, "critical": OUT_CRIT}[s], index=i + 1)
+                for i, s in enumerate(states)]
+    stream = []
+    for i, p in enumerate(payloads):
+        stream.append((p, True))
+        stream += [(payloads[min(j, i)], False) for at, j in replays if at == i]
+    record, sent, now = None, [], 1000.0
+    for p, fresh in stream:
+        now += 1
+        d = core.decide(record, p, now, POLICY)
+        if d.record is not None:
+            record = d.record
+        if d.send:
+            assert fresh, "a replay sent a message: %r" % (p,)
+            sent.append(d.kind)
+    expected, last = [], "passing"
+    for s in states:
+        if s != last:
+            expected.append({"passing": "recovered"}.get(s, s))
+        last = s
+    assert sent == expected
