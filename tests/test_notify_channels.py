@@ -93,13 +93,13 @@ def test_webhook_4xx_is_not_retried():
 
 def test_webhook_timeout_is_retried_within_max_time():
     with Receiver(default="hang", hang_seconds=5) as rx:
-        start = time.monotonic()
         r = channels.send_one(fast({"type": "webhook", "url": rx.url, "timeout": 0.3, "retries": 10,
                                     "max_time": 1.5}), MSG, DOC)
-        elapsed = time.monotonic() - start
-        assert not r.ok and "timeout after" in r.error and "gave up" in r.error
-        assert r.attempts >= 2 and rx.count() == r.attempts
-        assert elapsed < 1.5 + 2  # bounded by max_time (plus scheduling slack), not by retries x timeout
+        # max_time ends it, not the 11 attempts retries allow (the budget arithmetic itself is
+        # tested with a fake clock in test_backoff_is_capped_and_bounded_by_max_time)
+        assert not r.ok and "timeout after" in r.error and "gave up: max_time 1.5s" in r.error
+        assert 2 <= r.attempts < 11 and rx.count() == r.attempts
+        assert r.retried and all(e.startswith("timeout after ") for e in r.retried)
 
 
 def test_webhook_errors_never_show_the_url_path_or_token(token_file):
