@@ -58,9 +58,12 @@ def _reap(p):
 
 
 def emit(event, audit=None, specs=None, env=None, settings=None):
-    """Hand `event` to medic-notify without waiting. Returns True when handed over.
+    """Hand `event` to medic-notify without waiting. Returns True when handed over
+    (or deliberately not: MEDIC_NOTIFY=off, audited with `disabled: true`).
 
     Never raises, never waits for the child: a bad event is audited and dropped.
+    Audit record: {"kind": "notify", "step": "emit", "event": {...}, "handed_over", ...};
+    medic-notify's own records of what it then decided are kind "notification".
     """
     ok, error, disabled = True, None, False
     try:
@@ -87,8 +90,8 @@ def emit(event, audit=None, specs=None, env=None, settings=None):
             audit.write({"kind": "notify", "step": "emit",
                          "service": event.get("service") if isinstance(event, dict) else None,
                          "env": event.get("env") if isinstance(event, dict) else None,
-                         "event": event, "handed_over": ok and not disabled, "error": error,
-                         "reason": "MEDIC_NOTIFY=off: not handed over" if disabled else None})
+                         "event": event, "handed_over": ok, "error": error, "disabled": disabled,
+                         "reason": "MEDIC_NOTIFY=off: medic-notify not started" if disabled else None})
         except Exception:
             pass
     return ok

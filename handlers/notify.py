@@ -185,7 +185,7 @@ class Notifier:
     def _audit(self, obs, decision, previous, results, result=None):
         if self.audit is None:
             return
-        rec = {"kind": "notify", "source": obs.source, "service": obs.service, "env": self.env,
+        rec = {"kind": "notification", "source": obs.source, "service": obs.service, "env": self.env,
                "slot": obs.slot, "previous": (previous or {}).get("state"), "state": obs.state,
                "event": obs.kind, "live": obs.live, "desired": obs.desired, "index": obs.index,
                "audit_ref": obs.audit_ref, "decision": "send" if decision.send else "none",

@@ -238,8 +238,10 @@ def test_emit_never_raises(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDIC_NOTIFY", "off")
     assert alerts.emit({"kind": "healed", "service": "x"}, log) is True
     recs = audit.read(log.path)
-    assert [r["handed_over"] for r in recs] == [False, False, False, False]
+    assert [r["handed_over"] for r in recs] == [False, False, False, True]
+    assert [r["kind"] for r in recs] == ["notify"] * 4
     assert "unknown event kind 'exploded'" in recs[0]["error"] and recs[3]["reason"].startswith("MEDIC_NOTIFY=off")
+    assert recs[3]["disabled"] is True and not recs[0]["disabled"]
 
 
 def test_many_services_with_a_hanging_webhook_share_one_budget(world):
