@@ -96,6 +96,16 @@ class Store:
             record = {}
         return (record if isinstance(record, dict) else {}), item["ModifyIndex"]
 
+    def circuit_opened(self, service):
+        """When medic-heal's open-circuit marker (`keys.key(env, "circuit", service)`,
+        `{"opened": ...}`) says the circuit opened, or None: tells one crash loop from the next."""
+        try:
+            _, item = self.client.kv.get(keys.key(self.env, "circuit", service), consistency="consistent")
+            opened = json.loads((item or {}).get("Value") or b"null")
+        except Exception:
+            return None  # a marker only: without it, the state alone decides
+        return str(opened.get("opened")) if isinstance(opened, dict) and opened.get("opened") is not None else None
+
     def cas(self, service, slot, record, index):
         try:
             return bool(self.client.kv.put(self.key(service, slot), json.dumps(record, sort_keys=True), cas=index))
@@ -298,7 +308,10 @@ def run_event(stream, **kw):
     env, cfg, global_conf = _setup(dict(kw, env=env_name), spec_addr=spec.consul_addr if spec else None)
     policy = resolve_policy(global_conf, spec, spec.path if spec else config_path(kw.get("notify_config")))
     audit = _audit_log(kw, cfg, [policy])
-    notifier = Notifier(Store(settings.make_client(cfg), cfg, env), audit, env)
+    store = Store(settings.make_client(cfg), cfg, env)
+    if obs.kind == "circuit_open":
+        obs = obs._replace(circuit=store.circuit_opened(obs.service))
+    notifier = Notifier(store, audit, env)
     notifier.note = note
     decision, results = notifier.handle(obs, policy, spec)
     failed = sum(not r.ok for r in results)

@@ -29,8 +29,9 @@ _STATE_OF_KIND = {"warning": "warning", "critical": "critical", "recovered": "pa
 _KIND_OF_STATE = {"warning": "warning", "critical": "critical", "passing": "recovered"}
 
 # What medic's own check for a service saw: state, live/desired and where it came from.
+# circuit: identity of an open circuit (when medic-heal's marker says it opened), or None.
 Observation = namedtuple("Observation", "service slot state kind live desired index action reason audit_ref "
-                                        "checks details source")
+                                        "checks details source circuit", defaults=(None,))
 # What to do for one slot.
 Decision = namedtuple("Decision", "send kind record reason reminder")
 # Resolved notify policy (global file + spec + environment).
@@ -153,11 +154,20 @@ def decide(previous, obs, now, policy):
                         % (obs.index, prev_index), False)
     base = {"state": obs.state, "since": now, "sent": None, "index": max(obs.index or 0, prev_index),
             "ref": obs.audit_ref, "live": obs.live, "desired": obs.desired}
+    if obs.circuit is not None:
+        base["circuit"] = obs.circuit
     if obs.slot == HEAL_SLOT:
         changed = prev_state != obs.state
         if not changed and obs.state == "healed":
             changed = obs.audit_ref is None or obs.audit_ref != (previous or {}).get("ref")
             why = "a new heal" if changed else "same heal (audit_ref %s) already notified" % obs.audit_ref
+        elif not changed and obs.state == "circuit_open" and obs.circuit is not None \
+                and obs.circuit != previous.get("circuit"):
+            if previous.get("circuit") is None:  # the same page, now with the circuit's identity
+                return Decision(False, obs.kind, dict(previous, circuit=obs.circuit),
+                                "unchanged: circuit_open already notified", False)
+            # the circuit was reset (medic-heal --reset) and opened again: that is news
+            changed, why = True, "a new open circuit (opened %s)" % obs.circuit
         else:
             why = "%s -> %s" % (prev_state or "none", obs.state)
     else:

@@ -104,6 +104,16 @@ def test_heal_events_and_circuit(world):
     w.event(dict(base, kind="circuit_open", audit_ref="a4"))  # a new crash loop after recovery is news
     assert kinds(w) == ["critical", "healed", "circuit_open", "recovered", "circuit_open"]
     assert hook_kinds(w) == kinds(w)
+    # medic-heal's marker medic/<env>/circuit/<service> {"opened": t}: --reset deletes it, a new
+    # crash loop writes a new one; that is a new page even though the service never passed between
+    marker = "/v1/kv/" + keys.key(None, "circuit", w.svc)
+    w.agent.api(marker, "PUT", {"opened": 1000.0})
+    w.event(dict(base, kind="circuit_open"))  # the same circuit (a4), now identified: no page
+    w.event(dict(base, kind="circuit_open"))
+    w.agent.api(marker, "DELETE")
+    w.agent.api(marker, "PUT", {"opened": 2000.0})
+    w.event(dict(base, kind="circuit_open"))
+    assert kinds(w) == ["critical", "healed", "circuit_open", "recovered", "circuit_open", "circuit_open"]
 
 
 def test_two_nodes_racing_send_once(world):

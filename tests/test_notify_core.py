@@ -118,6 +118,19 @@ def test_heal_events():
     assert f.send and not core.decide(f.record, ev("heal_failed", audit_ref="r5"), 7.0, POLICY).send
 
 
+def test_a_reset_circuit_that_opens_again_is_news():
+    c1 = core.decide(None, ev("circuit_open")._replace(circuit="1700000000.0"), 1.0, POLICY)
+    assert c1.send and c1.record["circuit"] == "1700000000.0"
+    again = core.decide(c1.record, ev("circuit_open")._replace(circuit="1700000000.0"), 2.0, POLICY)
+    assert not again.send  # the same circuit, told twice
+    c2 = core.decide(c1.record, ev("circuit_open")._replace(circuit="1700000900.0"), 3.0, POLICY)
+    assert c2.send and c2.reason.startswith("a new open circuit") and c2.record["circuit"] == "1700000900.0"
+    # a page sent before the marker was readable: learn the identity, do not page again
+    plain = core.decide(None, ev("circuit_open"), 1.0, POLICY).record
+    learn = core.decide(plain, ev("circuit_open")._replace(circuit="5.0"), 2.0, POLICY)
+    assert not learn.send and learn.record["circuit"] == "5.0"
+
+
 def test_check_events_share_the_watch_slot():
     o = ev("critical")
     assert (o.slot, o.state, o.index) == ("medic:www.example.com", "critical", None)
