@@ -1,24 +1,33 @@
 """The notify interface that other handlers call: hand an event to medic-notify.
 
 `emit()` never blocks healing and never raises: it starts `medic-notify event`
-detached (its own session, stdin = the event as JSON, no wait), so a slow or
-failing channel cannot delay the caller. The Consul token travels in the
-child's environment, never on its command line. Every emit is audited.
+detached (its own session, no wait) with the event as JSON on stdin. The event
+is written to an unlinked temporary file first and that file is the child's
+stdin, so even a child that never reads cannot block the caller on a full pipe.
+A slow or failing channel therefore cannot delay the caller. The Consul token
+travels in the child's environment, never on its command line. Every emit is
+audited (and the child audits what it then did, in the same audit log).
 
 Event fields (all JSON-serialisable):
     kind      "circuit_open" | "heal_failed" | "healed" | "warning" | "critical" | "recovered"
     service, env, live, desired, action, reason, audit_ref (optional), details (optional)
+`details` may carry "instances" and "failing_checks" (lists) and "decision": the
+webhook document shows them.
 """
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 
 KINDS = ("circuit_open", "heal_failed", "healed", "warning", "critical", "recovered")
 
 
 def notify_argv(specs=None, env=None, consul_addr=None):
     exe = os.path.join(os.path.dirname(sys.argv[0] or ""), "medic-notify")
+    if not os.path.isfile(exe):
+        exe = os.path.join(os.path.dirname(sys.executable), "medic-notify")
     if not os.path.isfile(exe):
         exe = "medic-notify"
     argv = [exe, "event"]
@@ -28,31 +37,61 @@ def notify_argv(specs=None, env=None, consul_addr=None):
     return argv
 
 
-def emit(event, audit=None, specs=None, env=None, settings=None):
-    """Hand `event` to medic-notify without waiting. Returns True when handed over."""
-    if event.get("kind") not in KINDS:
-        raise ValueError("unknown event kind %r" % event.get("kind"))
+def _child_env(settings, audit):
     child_env = dict(os.environ)
-    addr = None
     if settings is not None:
-        addr = settings.addr
         if settings.token:
             child_env["CONSUL_HTTP_TOKEN"] = settings.token
-    argv = notify_argv(specs, env, addr)
-    ok, error = True, None
-    if os.environ.get("MEDIC_NOTIFY", "").lower() not in ("off", "0", "false"):
+            child_env.pop("CONSUL_HTTP_TOKEN_FILE", None)
+        child_env["MEDIC_CONSUL_TIMEOUT"] = str(settings.timeout)
+    if audit is not None and getattr(audit, "path", None):
+        child_env["MEDIC_AUDIT_LOG"] = audit.path
+    child_env.pop("MEDIC_DEADLINE", None)  # the caller's budget is not the notifier's
+    return child_env
+
+
+def _reap(p):
+    try:
+        p.wait()
+    except Exception:
+        pass
+
+
+def emit(event, audit=None, specs=None, env=None, settings=None):
+    """Hand `event` to medic-notify without waiting. Returns True when handed over
+    (or deliberately not: MEDIC_NOTIFY=off, audited with `disabled: true`).
+
+    Never raises, never waits for the child: a bad event is audited and dropped.
+    Audit record: {"kind": "notify", "step": "emit", "event": {...}, "handed_over", ...};
+    medic-notify's own records of what it then decided are kind "notification".
+    """
+    ok, error, disabled = True, None, False
+    try:
+        if not isinstance(event, dict) or event.get("kind") not in KINDS:
+            raise ValueError("unknown event kind %r" % (event.get("kind") if isinstance(event, dict) else event,))
+        payload = json.dumps(event, default=str).encode("utf-8")
+        argv = notify_argv(specs, env, settings.addr if settings is not None else None)
+        disabled = os.environ.get("MEDIC_NOTIFY", "").lower() in ("off", "0", "false")
+        if not disabled:
+            with tempfile.TemporaryFile() as stdin:
+                stdin.write(payload)
+                stdin.seek(0)
+                p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=_child_env(settings, audit), start_new_session=True, close_fds=True)
+            threading.Thread(target=_reap, args=(p,), daemon=True).start()
+    except Exception as e:  # the contract: never raise into the heal path
+        ok, error = False, "%s: %s" % (type(e).__name__, e)
         try:
-            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, env=child_env, start_new_session=True,
-                                 close_fds=True)
-            p.stdin.write(json.dumps(event).encode())
-            p.stdin.close()
-        except OSError as e:
-            ok, error = False, str(e)
+            error = settings.redact(error) if settings is not None else error
+        except Exception:
+            error = type(e).__name__  # cannot tell what is secret in it: keep the type only
     if audit is not None:
         try:
-            audit.write({"kind": "notify", "service": event.get("service"), "env": event.get("env"),
-                         "event": event, "handed_over": ok, "error": error})
-        except OSError:
+            audit.write({"kind": "notify", "step": "emit",
+                         "service": event.get("service") if isinstance(event, dict) else None,
+                         "env": event.get("env") if isinstance(event, dict) else None,
+                         "event": event, "handed_over": ok, "error": error, "disabled": disabled,
+                         "reason": "MEDIC_NOTIFY=off: medic-notify not started" if disabled else None})
+        except Exception:
             pass
     return ok
