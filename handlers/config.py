@@ -121,7 +121,7 @@ def watches(specs, plan):
     heal = [_exe(plan, "medic-heal")] + _common_args(plan)
     out = [{"type": "checks", "state": "critical", "args": heal},
            {"type": "checks", "service": SERVICE_ID,
-            "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan, audit=False)}]
+            "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan)}]
     # A service watch's payload is [] once every instance is gone, and names no service:
     # the watch itself names it, so an empty service is healed too.
     out += [{"type": "service", "service": name, "args": heal[:1] + ["--service", name] + heal[1:]}

@@ -59,7 +59,7 @@ def test_script_mode_checks_and_watches(tmp_path):
     assert (rec["interval"], rec["timeout"]) == ("30s", "150s")
     assert docs["medic-watches.json"]["watches"] == [
         {"type": "checks", "state": "critical", "args": heal},
-        {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + common},
+        {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + heal[1:]},
         {"type": "service", "service": "a.example", "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
         {"type": "service", "service": "b.example", "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
     ]
