@@ -118,6 +118,13 @@ def run(services=(), all_=False, reset=None, dry_run=False, audit_log=None, spec
         return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
     engine = _LazyEngine(engine_factory)
     results = []
+    if len(chosen) > 1:
+        from . import triage
+        chosen, quiet = triage.split(chosen, env, lambda sp: _settings(sp, conn, environ), engine, clock())
+        for sp, reason in quiet:
+            _audit(log, {"service": sp.service, "env": env, "index": index, "dry_run": dry_run, "decision": "noop",
+                         "reason": reason, "triage": True, "result": None, "argv": None})
+            results.append((sp.service, Status.OK, "%s: noop: %s" % (sp.service, reason)))
     for sp in chosen:
         results.append(heal_one(sp, env, conn, environ, log, index, dry_run, engine, scaler_factory, clock))
     engine.close()

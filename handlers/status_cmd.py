@@ -83,7 +83,7 @@ def last_records(path, limit=AUDIT_TAIL):
 
 def row(sp, env, conn_opts, engine, records, now):
     """Observe one service (read-only) -> dict of COLUMNS plus detail. Never raises MedicError."""
-    from . import check, decide, history, lighthttp, observe, settings
+    from . import check, decide, lighthttp, observe, settings
     from .errors import MedicError
 
     r = {"env": env or "default", "service": sp.service, "desired": sp.instances, "passing": None,

@@ -167,6 +167,45 @@ def batch_1000(b, n=1000):
     ]
 
 
+def heal_decision_1000(b, n=1000):
+    """medic-heal fed a checks payload naming 1,000 services that all have specs.
+
+    Every service is at its count (2 passing instances, on another host as far as
+    this engine knows), so the right answer is 1,000 noops: triage reads Consul and
+    the engine once and locks nothing. Wall time of the whole process and the Consul
+    requests it made, spec cache warm.
+    """
+    agent = b.agent()
+    specs = os.path.join(b.tmp, "specs-heal")
+    names = ["hsvc%04d.example.com" % i for i in range(n)]
+    import support_heal
+    for i, name in enumerate(names):
+        support_heal.write_spec(specs, name, "hb%04d" % i, instances=2)
+    _register_many(agent, names)
+    support.wait_for(lambda: len(agent.api("/v1/catalog/services")) >= n + 1, 120, 0.5, "registrations")
+    payload = json.dumps([{"Node": agent.node, "CheckID": "service:%s-0" % name, "Name": "web", "Status": "critical",
+                           "Output": "", "ServiceID": "%s-0" % name, "ServiceName": name, "ServiceTags": [],
+                           "ModifyIndex": 1} for name in names]).encode()
+    proxy = sc.CountingProxy("127.0.0.1", agent.ports["http"])
+    env = dict(b.env, MEDIC_AUDIT_LOG=os.path.join(b.tmp, "heal-audit.jsonl"), MEDIC_NOTIFY="off")
+    argv = [os.path.join(support.BIN, "medic-heal"), "--specs", specs, "--consul-addr", proxy.addr]
+    try:
+        subprocess.run(argv, input=payload, env=env, capture_output=True, timeout=600)  # warms the spec cache
+        proxy.reset()
+        t0 = time.monotonic()
+        r = subprocess.run(argv, input=payload, env=env, capture_output=True, timeout=600)
+        wall = time.monotonic() - t0
+        nreq = len(proxy.requests)
+    finally:
+        proxy.close()
+    first = r.stdout.decode().splitlines()[0] if r.stdout else r.stderr.decode()
+    if r.returncode != 0 or "%d services (%d ok)" % (n, n) not in first:
+        raise RuntimeError("medic-heal on %d services: exit %d: %s" % (n, r.returncode, first[:300]))
+    return [Row("heal_decision_1000_s", round(wall, 3), "s", None,
+                "medic-heal, checks payload naming 1,000 services with specs, all at their count (wall time)"),
+            Row("heal_consul_requests_1000", nreq, "", "constant", "Consul requests of that run (triage)")]
+
+
 def distribution(samples):
     """Seconds per trial -> the {"median", "p90", "trials"} the results file records."""
     return {"median": round(statistics.median(samples), 3), "p90": round(p90(samples), 3), "trials": len(samples)}
@@ -179,6 +218,48 @@ def swarm_time_to_heal(b, trials=10):
                 "Swarm mode, same image and engine: docker kill -> new task healthy (default restart delay)")]
 
 
+def time_to_heal(b, trials=10):
+    """docker kill one of 3 replicas -> the replacement passing in Consul, through the whole loop.
+
+    The production path: a server agent running the consul.d medic-config rendered
+    (watches -> medic-heal), medic-register following the engine, compose scaling.
+    Also counts scale actions per loss (must be exactly one each).
+    """
+    import subprocess
+
+    from support_e2e import Stack
+
+    def factory(start=False, **kw):
+        a = support.ConsulAgent(**kw)
+        b._agents.append(a)
+        return a.start() if start else a
+
+    s = Stack(b.tmp, "b%d" % os.getpid(), consul_factory=factory, name="heal")
+    samples, extra = [], 0
+    try:
+        s.start(replicas=3)
+        s.settled(3)
+        for _ in range(trials):
+            before = len(s.scale_actions())
+            ids = s.container_ids()
+            victim = ids[0]
+            t0 = time.monotonic()
+            subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+
+            # the killed container's own instance vanishes within ~0.1 s; wait for that first
+            support.wait_for(lambda: s.passing() < 3, 10, interval=0.005, what="the loss seen in Consul")
+            support.wait_for(lambda: s.passing() == 3, 60, interval=0.005, what="3 passing again")
+            samples.append(time.monotonic() - t0)
+            s.settled(3, quiet=2)
+            extra += len(s.scale_actions()) - before - 1
+    finally:
+        s.stop()
+    d = distribution(samples)
+    return [Row("time_to_heal_s", d, "s", "median <= 1.5, p90 <= 2.5",
+                "docker kill 1 of 3 -> replacement passing in Consul (watch -> medic-heal -> compose)"),
+            Row("heal_extra_actions", extra, "", "0", "scale actions beyond one per loss, over all trials")]
+
+
 def register_100(b):
     import support_register as sr
     d = {}
@@ -188,7 +269,8 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
-MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, swarm_time_to_heal, register_100]
+MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
+                swarm_time_to_heal, register_100]
 
 
 # -- output ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from support import ConsulAgent, http_json
 class Cluster:
     def __init__(self, servers=("127.0.0.2", "127.0.0.3", "127.0.0.4"), tag="c"):
         self.servers = []
-        first = None
         for i, ip in enumerate(servers):
             a = ConsulAgent(node="%s-server%d" % (tag, i + 1), dev=False, bind=ip,
                             config={"server": True, "bootstrap_expect": len(servers)})

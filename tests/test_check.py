@@ -1,7 +1,5 @@
 """medic-check SERVICE: the count check, pure parts on literal data, the rest on real agents."""
 import http.server
-import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -1,11 +1,10 @@
 """medic-check --all [--ttl]: every spec in one process, a constant number of reads."""
-import json
 
 import pytest
 
 import support
 import support_check as sc
-from handlers import batch, check, lighthttp, settings
+from handlers import batch, lighthttp
 from handlers.status import Outcome, Status
 
 NODES = [

@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from handlers import history as hist
 from handlers.decide import (Action, Container, Decision, EMPTY_HISTORY, History, Observation, Remote,
-                             backoff_delay, classify, consecutive_failures, decide)
+                             backoff_delay, consecutive_failures, decide)
 from handlers.spec import HEAL_DEFAULTS, CHECK_DEFAULTS, CheckPolicy, HealPolicy, Scale, Spec
 
 NOW = 1_000_000.0

@@ -228,6 +228,9 @@ def test_all_reconciles_every_spec_and_summarises_the_worst(consul_agent, docker
         assert any(l.startswith(a.service + ": noop") for l in lines[1:])
         assert any(l.startswith(b.service + ": heal(2)") for l in lines[1:]), lines
         assert len(b.running()) == 2 and len(a.running()) == 3
+        # the healthy service was settled by triage (no lock, no per-service reads), the short one was not
+        assert a.records()[-1].get("triage") is True and a.records()[-1]["decision"] == "noop"
+        assert not b.records("heal")[-1].get("triage")
         r = a.heal("--all", "--consul-addr", "http://127.0.0.1:%d" % support.free_port(), "--consul-timeout", "1")
         assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - 2 services (2 unknown)")
     finally:

@@ -4,7 +4,6 @@ import time
 
 import pytest
 
-import support
 import support_heal as sh
 from handlers import history, settings
 

@@ -63,7 +63,6 @@ def test_timeout_is_consul_error():
 
 
 def test_connection_refused_is_consul_error():
-    port = Peer(b"").port  # closed after one connection; use a fresh unused port instead
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     unused = s.getsockname()[1]

@@ -3,7 +3,7 @@ import pytest
 import responses
 
 from handlers import settings
-from handlers.errors import ConsulError, UsageError
+from handlers.errors import UsageError
 
 
 def test_defaults():

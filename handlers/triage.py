@@ -1,0 +1,122 @@
+"""Triage for runs that name many services (`medic-heal --all`, a big checks payload).
+
+Locking, a consistent health read and a history read per service cost ~5 Consul
+requests each: 5,000 for 1,000 specs on every reconcile. Triage reads everything
+once instead, a constant 3 requests per Consul address plus 1 engine listing:
+
+    GET /v1/internal/ui/nodes          every node's services and checks (default consistency,
+                                       served by the leader: not behind the watch that fired)
+    GET /v1/kv/medic/<env>/history/?recurse   every service's history
+    GET /containers/json?all=1         every compose container of this engine (one list call)
+
+and runs the same pure `decide()` per service. A service is settled here only when
+nothing about it is uncertain: the count is met, every local container is running
+and passing, none is pending, failing, stopped or stale, and decide() says a plain
+noop with no history transition. Everything else (and every Swarm spec, and any
+service triage could not read) goes to the full path: lock, fresh consistent
+observation, decide, act. Triage never acts, so a wrong "needs work" only costs a
+full run; a "settled" needs every condition above.
+"""
+import base64
+
+from . import batch, decide, health, history, lighthttp, observe
+from .errors import ConsulError, EngineError, MedicError
+
+
+def engine_index(client):
+    """One list call -> {(project, service): [LocalContainer]} (start time not known: see below)."""
+    try:
+        summaries = client.api.containers(all=True, filters={"label": observe.COMPOSE_PROJECT})
+    except Exception as e:
+        raise EngineError("Docker engine: listing containers failed: %s" % e) from None
+    out = {}
+    for s in summaries:
+        labels = s.get("Labels") or {}
+        if labels.get(observe.COMPOSE_ONEOFF, "False") == "True":
+            continue
+        key = (labels.get(observe.COMPOSE_PROJECT), labels.get(observe.COMPOSE_SERVICE))
+        ports = {(p.get("IP") or "0.0.0.0", int(p["PublicPort"])) for p in s.get("Ports") or () if p.get("PublicPort")}
+        created = float(s.get("Created") or 0)
+        name = ((s.get("Names") or ["/"])[0]).lstrip("/")
+        # StartedAt is not in the list answer; `created` stands in. It is only ever used
+        # for containers that are running AND passing, whose class does not depend on it.
+        c = decide.Container(s["Id"], name, s.get("State") or "unknown", created, created, None)
+        out.setdefault(key, []).append(observe.LocalContainer(c, ports))
+    return out
+
+
+def histories(conn, env):
+    """{service: History} of every service with a history (one recursive KV read)."""
+    prefix = history.history_key(env, "x")[:-1]
+    resp = conn.request("GET", "/v1/kv/" + prefix, [("recurse", None)])
+    if resp.status == 404:
+        return {}
+    if resp.status != 200:
+        raise ConsulError("Consul GET /v1/kv/%s?recurse: HTTP %d" % (prefix, resp.status))
+    out = {}
+    for item in resp.json() or ():
+        key = item.get("Key", "")
+        value = item.get("Value")
+        raw = base64.b64decode(value) if value else None
+        try:
+            out[key[len(prefix):]] = history.parse(raw, key)
+        except ConsulError:
+            out[key[len(prefix):]] = None  # corrupt: the full path will say so
+    return out
+
+
+def settled(sp, obs, hist, now):
+    """True when the service certainly needs nothing (see the module docstring). Pure."""
+    if hist is None or obs.unknown or obs.stale:
+        return False
+    counts = decide.classify(sp, obs, now)
+    if counts.passing != sp.instances or counts.pending or counts.failing or counts.stopped or counts.dying:
+        return False
+    if any(c.state != "running" or c.passing is not True for c in obs.containers):
+        return False
+    d = decide.decide(sp, obs, hist, now)
+    return (d.kind == "noop" and d.settle is None and d.circuit is None
+            and tuple(d.suspects) == tuple(hist.suspects))
+
+
+def split(specs, env, settings_for, engine, now):
+    """[Spec] -> (needs_work [Spec], settled [(Spec, reason)]). Never raises MedicError:
+    whatever triage cannot read goes to the full path."""
+    compose = [sp for sp in specs if sp.scale.driver == "compose"]
+    needs = [sp for sp in specs if sp.scale.driver != "compose"]
+    done = []
+    if not compose:
+        return needs, done
+    try:
+        client = engine.get()
+        local = engine_index(client)
+        host = observe.engine_host(client)
+    except MedicError:
+        return specs, []
+    by_addr = {}
+    for sp in compose:
+        by_addr.setdefault(settings_for(sp).addr, []).append(sp)
+    for group in by_addr.values():
+        try:
+            st = settings_for(group[0])
+            with lighthttp.Connection(st) as conn:
+                _, nodes, _ = conn.get_json(batch.NODES_PATH)
+                hists = histories(conn, env)
+            entries = batch.entries_by_service(nodes, {sp.service.lower() for sp in group})
+        except MedicError:
+            needs.extend(group)
+            continue
+        for sp in group:
+            try:
+                instances = health.parse_instances(entries.get(sp.service.lower(), []), sp.service)
+                instances = [i for i in instances if i.id]  # same shape as health/service
+                obs = observe.match(instances, local.get((sp.scale.project, sp.scale.service), []), host, sp.scale)
+                hist = hists.get(sp.service, history.parse(None))
+                if settled(sp, obs, hist, now):
+                    done.append((sp, "count met: %d/%d passing, every container here running and passing "
+                                     "(triage: no lock needed)" % (sp.instances, sp.instances)))
+                else:
+                    needs.append(sp)
+            except MedicError:
+                needs.append(sp)
+    return needs, done
