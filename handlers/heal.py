@@ -193,14 +193,14 @@ def heal_one(sp, env, conn, environ, log, index, dry_run, engine, scaler_factory
         kind = "" if e.kind == "error" else e.kind + ": "
         why = kind + str(e)
         if e.kind == "consul" and st is not None:
-            why = _leaderless(st) + why
+            why = _leaderless(st, why) + why
         rec.update(decision="error", reason=why, result=None, argv=None,
                    duration=round(time.monotonic() - t0, 3))
         _audit(log, rec)
         return sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why)
 
 
-def _leaderless(st):
+def _leaderless(st, error=""):
     """'no cluster leader (quorum lost?): ' when Consul answers but has no leader, else ''.
 
     A consistent read or a session needs a leader; without one they time out or fail
@@ -209,14 +209,23 @@ def _leaderless(st):
     from . import lighthttp
     from .errors import ConsulTimeout
 
+    servers = "Consul servers do not answer (no cluster leader? quorum lost?): "
     try:
         with lighthttp.Connection(st._replace(timeout=min(st.timeout, 3.0))) as conn:
-            _, leader, _ = conn.get_json("/v1/status/leader", [("stale", None)])
+            resp = conn.request("GET", "/v1/status/leader", [("stale", None)])
+            if resp.status != 200:
+                return servers  # the local agent answers, but cannot reach a server that knows
+            leader = resp.json()
     except ConsulTimeout:
-        return "Consul servers do not answer (no cluster leader? quorum lost?): "
+        return servers
     except MedicError:
-        return ""
-    return "" if leader else "no cluster leader (quorum lost?): "
+        return ""  # the agent itself is not there: the original error says so
+    if not leader:
+        return "no cluster leader (quorum lost?): "
+    if "rpc error" in error or "No cluster leader" in error:
+        # a leader is still named (the survivors have not noticed yet) but cannot be reached
+        return "Consul servers unreachable (leader %s lost?): " % leader
+    return ""
 
 
 def _decide_act(sp, env, st, client, log, rec, dry_run, engine, scaler_factory, clock, t0):

@@ -199,7 +199,7 @@ def test_no_quorum_handlers_do_nothing_and_say_why(cluster_stack):
     assert len(s.scale_actions()) == before
     assert len(s.container_ids()) == 2
     errors = s.records("error")
-    assert errors and all("leader" in e["reason"].lower() for e in errors[-3:]), errors[-3:]
+    assert errors and all("leader" in e["reason"].lower() for e in errors[-3:]), [e["reason"] for e in errors[-3:]]
 
 
 @pytest.mark.engine_restart
