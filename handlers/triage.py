@@ -2,7 +2,7 @@
 
 Locking, a consistent health read and a history read per service cost ~5 Consul
 requests each: 5,000 for 1,000 specs on every reconcile. Triage reads everything
-once instead, a constant 3 requests per Consul address plus 1 engine listing:
+once instead, a constant 2 Consul requests per Consul address plus 1 engine listing:
 
     GET /v1/internal/ui/nodes          every node's services and checks (default consistency,
                                        served by the leader: not behind the watch that fired)
