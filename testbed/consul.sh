@@ -29,8 +29,19 @@ start() {  # name extra-args...
   echo $! > "$state/$name/pid"
 }
 
-wait_http() {  # addr
+port_free() {  # ip port: nothing listens there yet
+  ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+alive() {  # name: our agent's process is running
+  [ -f "$state/$1/pid" ] && kill -0 "$(cat "$state/$1/pid")" 2>/dev/null
+}
+
+wait_http() {  # addr [name of our agent that must stay alive]
   for _ in $(seq 1 100); do
+    if [ -n "${2:-}" ] && ! alive "$2"; then
+      log "our agent $2 exited; its log says:"; tail -5 "$state/$2/log" >&2; return 1
+    fi
     if [ -n "$(curl -fsS --max-time 1 "http://$1/v1/status/leader" 2>/dev/null | tr -d '"')" ]; then return 0; fi
     sleep 0.2
   done
@@ -48,6 +59,10 @@ JSON
 up() {
   local mode=${1:-dev}
   mkdir -p "$state" "$confd"
+  if ! alive monitor && ! port_free 127.0.0.1 8500; then
+    log "127.0.0.1:8500 is already taken by another Consul (stop it first: make demo-down there)"
+    return 1
+  fi
   case $mode in
     dev)
       write_conf monitor "$(monitor_conf ', "server": true, "bootstrap_expect": 1, "performance": {"raft_multiplier": 1}')"
@@ -67,7 +82,7 @@ up() {
     *) log "unknown mode $mode (dev|cluster)"; exit 2 ;;
   esac
   echo "$mode" > "$state/mode"
-  wait_http 127.0.0.1:8500
+  wait_http 127.0.0.1:8500 monitor
   log "up ($mode): http://127.0.0.1:8500"
 }
 
