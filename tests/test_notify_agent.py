@@ -54,7 +54,11 @@ def test_one_message_per_transition_and_none_on_reload(consul_factory, tmp_path,
             agent.api(verb, "PUT", {"Status": status, "Output": medic_output(svc, status, live, desired)})
 
         def settle(n_messages, what):
-            support.wait_for(lambda: rx.count() >= n_messages and len(hook_messages(hooks)) >= n_messages,
+            # delivered on both channels, and the run that sent them has written its audit record
+            # (it writes after delivering: counting runs before that would count it as a replay)
+            support.wait_for(lambda: rx.count() >= n_messages and len(hook_messages(hooks)) >= n_messages
+                             and sum(1 for r in audit.read(audit_log)
+                                     if r.get("service") == svc and r.get("result") == "sent") >= n_messages,
                              timeout=30, what=what)
 
         def reloads(n):
