@@ -65,6 +65,23 @@ def demo_image(docker_client):
 
 
 @pytest.fixture
+def make_world(docker_client, compose, demo_image, tmp_path, unique):
+    """make_world(agent, **kw): a medic-heal test world (support_heal.World), brought down afterwards."""
+    import support_heal
+
+    worlds = []
+
+    def make(agent, **kw):
+        w = support_heal.World(agent, docker_client, tmp_path, unique, **kw)
+        worlds.append(w)
+        return w
+
+    yield make
+    for w in worlds:
+        w.down()
+
+
+@pytest.fixture
 def unique():
     """A short unique token for service, project and container names."""
     return uuid.uuid4().hex[:8]

@@ -8,7 +8,9 @@ import support
 pytestmark = pytest.mark.consul
 
 
-def test_env_selects_the_cluster_and_the_overrides(consul_factory, tmp_path, unique):
+@pytest.fixture
+def two_clusters(consul_factory, tmp_path, unique):
+    """-> (test agent, live agent, service, specs dir): one spec, `instances` 3 (live) and 1 (test)."""
     test_dc = consul_factory(node="test-" + unique)
     live_dc = consul_factory(node="live-" + unique)
     svc = "www-%s.example.com" % unique
@@ -19,6 +21,11 @@ def test_env_selects_the_cluster_and_the_overrides(consul_factory, tmp_path, uni
         "scale": {"driver": "swarm", "service": "web"},
         "environments": {"test": {"consul_addr": test_dc.addr, "instances": 1},
                          "live": {"consul_addr": live_dc.addr}}}))
+    return test_dc, live_dc, svc, specs
+
+
+def test_env_selects_the_cluster_and_the_overrides(two_clusters, tmp_path, unique):
+    test_dc, live_dc, svc, specs = two_clusters
     test_dc.register_ttl("t1", svc)
     for i in range(3):
         live_dc.register_ttl("l%d" % i, svc)
@@ -41,21 +48,13 @@ def test_env_selects_the_cluster_and_the_overrides(consul_factory, tmp_path, uni
     assert r.returncode == 2 and r.stdout.startswith("MEDIC CRITICAL - %s 1/3 passing" % svc), r.stdout
 
 
-def test_status_shows_both_environments(consul_factory, tmp_path, unique):
-    test_dc = consul_factory(node="test-" + unique)
-    live_dc = consul_factory(node="live-" + unique)
-    svc = "www-%s.example.com" % unique
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / (svc + ".json")).write_text(json.dumps({
-        "service": svc, "instances": 2, "scale": {"driver": "swarm", "service": "web"},
-        "environments": {"test": {"consul_addr": test_dc.addr, "instances": 1},
-                         "live": {"consul_addr": live_dc.addr}}}))
+def test_status_shows_both_environments(two_clusters, tmp_path):
+    test_dc, live_dc, svc, specs = two_clusters
     test_dc.register_ttl("t1", svc)
     live_dc.register_ttl("l1", svc)
     r = support.run_medic("medic-status", ["--specs", str(specs), "--all-envs", "--no-engine", "--json",
                                            "--audit-log", str(tmp_path / "a.jsonl")])
     rows = {row["env"]: row for row in json.loads(r.stdout)["services"]}
     assert (rows["test"]["desired"], rows["test"]["passing"], rows["test"]["state"]) == (1, 1, "OK")
-    assert (rows["live"]["desired"], rows["live"]["passing"], rows["live"]["state"]) == (2, 1, "CRITICAL")
+    assert (rows["live"]["desired"], rows["live"]["passing"], rows["live"]["state"]) == (3, 1, "CRITICAL")
     assert r.returncode == 2

@@ -13,20 +13,6 @@ import support_heal as sh
 pytestmark = [pytest.mark.consul, pytest.mark.docker]
 
 
-@pytest.fixture
-def make_world(docker_client, compose, demo_image, tmp_path, unique):
-    worlds = []
-
-    def make(agent, **kw):
-        w = sh.World(agent, docker_client, tmp_path, unique, **kw)
-        worlds.append(w)
-        return w
-
-    yield make
-    for w in worlds:
-        w.down()
-
-
 def capture_config(tmp_path, service):
     """An agent config whose service and checks watches save every payload they are handed."""
     out = tmp_path / "payloads"

@@ -13,20 +13,6 @@ import support_heal as sh
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.fixture
-def make_world(docker_client, compose, demo_image, tmp_path, unique):
-    worlds = []
-
-    def make(agent, **kw):
-        w = sh.World(agent, docker_client, tmp_path, unique, **kw)
-        worlds.append(w)
-        return w
-
-    yield make
-    for w in worlds:
-        w.down()
-
-
 def watching_agent(consul_factory, tmp_path, unique):
     """An agent whose service and checks watches call medic-heal (what medic-config renders)."""
     service = "heal-%s.example" % unique
