@@ -236,7 +236,12 @@ def _ghost(inst, host, scale):
 
 def observe(spec, conn, engine):
     """Read Consul, then the engine -> (consul index, Observation)."""
-    index, instances = consul_instances(conn, spec.service)
+    return observe_with(spec, lambda service: consul_instances(conn, service), engine)
+
+
+def observe_with(spec, read_instances, engine):
+    """The same, with Consul's answer from `read_instances(service) -> (index, [Instance])`."""
+    index, instances = read_instances(spec.service)
     local = engine_containers(engine, spec.scale)
     host = engine_host(engine) if spec.scale.driver == "compose" else None
     return index, match(instances, local, host, spec.scale)
