@@ -23,7 +23,8 @@ from collections import namedtuple
 from .errors import MedicError
 from .status import Status
 
-WAIT_BOUND = 15.0   # a hold ending within this is waited for under the lock (one-service runs)
+WAIT_BOUND = 15.0   # a hold ending within this is waited for under the lock (one-service runs;
+                    # MEDIC_HOLD_WAIT overrides, 0 = never wait: always a deferred run)
 MAX_ROUNDS = 6      # observe -> decide rounds per service per run
 MAX_DEFER = 3600.0  # a hold ending later than this is left to the reconcile check
 DEFER_SLACK = 0.2   # a deferred run starts this long after the hold's end
@@ -115,7 +116,7 @@ def _wait_for(run, dec):
     if dec.kind != "hold" or dec.until is None or not run.single:
         return None
     left = dec.until - run.clock()
-    if left <= 0 or left > WAIT_BOUND or run.monotonic() + left + 5.0 > run.deadline:
+    if left <= 0 or left > run.hold_wait or run.monotonic() + left + 5.0 > run.deadline:
         return None
     return left
 

@@ -17,6 +17,7 @@ from collections import namedtuple
 from . import audit as audit_mod
 from . import runtime
 from .errors import UsageError
+from .healer import WAIT_BOUND
 from .status import Outcome, Status
 
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
@@ -73,6 +74,7 @@ class Run:
         self.engine = LazyEngine(parts.engine_factory)
         self.deadline = self.monotonic() + _deadline(environ)
         self.single = True
+        self.hold_wait = _seconds(environ, "MEDIC_HOLD_WAIT", WAIT_BOUND)
         self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
         self._settings, self._consul = {}, {}
 
@@ -132,11 +134,16 @@ class Run:
 
 
 def _deadline(environ):
+    return _seconds(environ, "MEDIC_DEADLINE", DEADLINE) or DEADLINE
+
+
+def _seconds(environ, name, default):
+    """A number of seconds from the environment (finite, >= 0), else the default."""
     try:
-        v = float(environ.get("MEDIC_DEADLINE") or DEADLINE)
-        return v if 0 < v < 1e7 else DEADLINE
+        v = float(environ.get(name) or default)
+        return v if 0 <= v < 1e7 else default
     except ValueError:
-        return DEADLINE
+        return default
 
 
 def _index(environ):
