@@ -193,8 +193,9 @@ def _finish(run, sp, consul, outcome, waited):
         elif not run.defer:
             recheck_note = "deferred runs are off (MEDIC_DEFER=off): left to the watches and the reconcile check"
         else:
-            recheck_note = recheck.arrange(consul.client, run.env, sp.service, max(dec.until, run.clock()) + DEFER_SLACK,
-                                           lambda at: run.spawn(sp, at), run.clock())
+            at = max(dec.until, run.clock()) + DEFER_SLACK
+            recheck_note = recheck.arrange(consul.client, run.env, sp.service, at, lambda t: run.spawn(sp, t),
+                                           run.clock())
     rec.update(until=dec.until, recheck=recheck_note)
     rec.setdefault("result", None)
     run.audit(rec)

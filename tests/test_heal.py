@@ -8,9 +8,10 @@ import pty
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+import fakes
 import support
 import support_heal as sh
-from handlers import heal, keys, lock as lockmod, runtime, scaler
+from handlers import heal, keys, lock as lockmod, runtime
 from handlers.status import Status
 
 pytestmark = pytest.mark.consul
@@ -228,7 +229,7 @@ def test_random_payloads(world, payload):
 
     def factory(sp, engine):
         calls.append(sp.service)
-        return scaler.RecordingScaler(sp.scale)
+        return fakes.RecordingScaler(sp.scale)
 
     data = payload.replace("SPEC", world.service) if isinstance(payload, str) else payload
     stdin = io.TextIOWrapper(io.BytesIO(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data))
@@ -247,7 +248,7 @@ def test_payload_naming_the_spec_reaches_the_scaler_once(world):
 
     def factory(sp, engine):
         calls.append(sp.service)
-        return scaler.RecordingScaler(sp.scale)
+        return fakes.RecordingScaler(sp.scale)
 
     payload = json.dumps([{"Node": "n", "CheckID": "c", "Status": "critical", "ServiceName": world.service},
                           {"Node": "n", "CheckID": "d", "Status": "critical", "ServiceName": "a;rm -rf /"}])
@@ -275,7 +276,7 @@ def test_failing_node_check_looks_at_every_spec(world):
 
     def factory(sp, engine):
         calls.append(sp.service)
-        return scaler.RecordingScaler(sp.scale)
+        return fakes.RecordingScaler(sp.scale)
 
     payload = json.dumps([{"Node": "lost", "CheckID": "serfHealth", "Name": "Serf Health Status",
                            "Status": "critical", "ServiceID": "", "ServiceName": ""}])

@@ -176,7 +176,8 @@ def test_a_run_that_finds_the_lock_held_makes_the_holder_look_again(consul_agent
     healed = [x for x in recs if x["decision"] == "heal"][-1]
     assert len(w.scale_actions()) == 2 and healed["settle"] == "restored"
     assert _epoch(healed["time"]) < t_heal + 14  # woken by the mark, not by the cooldown's end
-    print("woken by a dirty mark: second heal %.1f s after the first (cooldown 14 s)" % (_epoch(healed["time"]) - t_heal))
+    print("woken by a dirty mark: second heal %.1f s after the first (cooldown 14 s)"
+          % (_epoch(healed["time"]) - t_heal))
 
 
 @pytest.mark.slow
