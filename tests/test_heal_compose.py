@@ -72,7 +72,8 @@ def test_killed_container_restored_by_one_run_fed_a_real_watch_payload(consul_fa
     checks_payload = support.wait_for(lambda: latest(pdir, "checks", lambda d: any(
         c["Status"] == "critical" for c in d)), timeout=30, what="a checks payload with a critical check")
     for _ in range(3):
-        r = w.heal(input=checks_payload)
+        # (MEDIC_HOLD_WAIT=0: the answer now, not after waiting under the lock for the pending hold)
+        r = w.heal(input=checks_payload, env=w.env(MEDIC_HOLD_WAIT="0"))
         # hold (pending) or noop (Docker gave the restarted container its old host port back)
         assert r.returncode == 0 and (": hold:" in r.stdout or ": noop:" in r.stdout), r.stdout
     w.register()  # medic-register's part: the restarted container has a new host port
@@ -255,7 +256,9 @@ def test_swarm_scaler_uses_the_sdk():
 
 
 def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_client, compose, tmp_path, unique):
-    w = sh.World(consul_agent, docker_client, tmp_path, unique, file=str(tmp_path / "missing-compose.yml"))
+    # backoff 20 s: longer than two runs take on a busy machine
+    w = sh.World(consul_agent, docker_client, tmp_path, unique, file=str(tmp_path / "missing-compose.yml"),
+                 heal={"backoff_base": "20s", "backoff_max": "40s"})
     r = w.heal("--service", w.service)
     assert r.returncode == 1, r.stdout
     assert r.stdout.startswith("MEDIC WARNING - %s: heal(3)" % w.service) and "FAILED" in r.stdout

@@ -201,3 +201,20 @@ def test_a_hold_beyond_the_wait_bound_gets_one_deferred_run(consul_agent, make_w
         print("deferred run decided %.2f s after the hold ended" % (_epoch(rec["time"]) - until))
     finally:
         sh.kill_deferred(consul_agent, w.service)
+
+
+def test_an_agent_whose_node_is_not_in_the_catalog_is_named_not_a_lost_leader(consul_factory, tmp_path, unique):
+    """After a monitoring-agent restart its node is missing from the catalog for a moment and a
+    session fails with "rpc error ... Missing node registration": that is not a lost leader."""
+    agent = consul_factory()
+    w = sh.World(agent, None, tmp_path, unique)  # no engine needed: the lock is the first thing to fail
+    agent.api("/v1/catalog/deregister", "PUT", {"Node": agent.node})
+    r = w.heal("--service", w.service)
+    if "not ready" not in r.stdout:  # anti-entropy re-registered the node in between: try once more
+        agent.api("/v1/catalog/deregister", "PUT", {"Node": agent.node})
+        r = w.heal("--service", w.service)
+    assert r.returncode == 3, r.stdout
+    assert "the local Consul agent is not ready (its node %s is not registered" % agent.node in r.stdout, r.stdout
+    assert "leader" not in r.stdout.split("not ready")[0]
+    (rec,) = [x for x in w.records() if x["decision"] == "error"][-1:]
+    assert "not ready" in rec["reason"]
