@@ -60,8 +60,16 @@ def heal_service(run, sp):
                         "freed the lock of a dead holder on this host (pid %s, %s, since %s)"
                         % (dead.get("pid"), dead.get("operation"), dead.get("since"))), holder=dead))
                     got = lk.acquire()
+            holder = None
             if not got:
-                return result or _held(run, sp, consul, lk, t0)
+                holder = lk.holder() or {}
+                if holder.get("operation") not in OPERATIONS:
+                    # mark first, then try once more: either the holder reads the mark after it lets
+                    # go, or it had let go already and this run takes the lock
+                    recheck.mark_dirty(consul.client, run.env, sp.service, run.clock())
+                    got = lk.acquire()
+            if not got:
+                return result or _held(run, sp, consul, holder, t0)
             try:
                 result = _rounds(run, sp, consul, t0)
             finally:
@@ -78,11 +86,11 @@ def heal_service(run, sp):
                       None)
 
 
-def _held(run, sp, consul, lk, t0):
-    """The lock is held by someone alive: make sure someone looks again once it is free."""
-    from . import decide, lock, recheck
+def _held(run, sp, consul, holder, t0):
+    """The lock is held by someone alive: say so; someone looks again once it is free (a dirty mark
+    for a heal holder, a deferred run for a rollout, failover or drain)."""
+    from . import decide, lock
 
-    holder = lk.holder() or {}
     op = holder.get("operation", "?")
     where = "lock %s held by %s pid %s, %s" % (lock.lock_key(run.env, sp.service), holder.get("host", "?"),
                                                holder.get("pid", "?"), op)
@@ -90,7 +98,6 @@ def _held(run, sp, consul, lk, t0):
         dec = decide.Decision("hold", None, "%s (%s)" % (OPERATIONS[op], where), None,
                               until=run.clock() + WAIT_BOUND)
         return _finish(run, sp, consul, Round(dec, Status.OK, extra={"holder": holder}), t0, waited=False)
-    recheck.mark_dirty(consul.client, run.env, sp.service, run.clock())
     reason = "another handler is on it (%s); marked dirty: it looks again before it lets go" % where
     run.audit(_base(run, sp, t0, decision="skip", reason=reason, result=None, argv=None))
     return Result(sp.service, Status.OK, "%s: skip: %s" % (sp.service, reason), None)
