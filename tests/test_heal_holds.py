@@ -218,3 +218,23 @@ def test_an_agent_whose_node_is_not_in_the_catalog_is_named_not_a_lost_leader(co
     assert "leader" not in r.stdout.split("not ready")[0]
     (rec,) = [x for x in w.records() if x["decision"] == "error"][-1:]
     assert "not ready" in rec["reason"]
+
+
+def test_killing_the_container_medic_just_restarted_is_a_loss_not_a_failed_heal(consul_agent, make_world):
+    from handlers import audit, history, settings
+    w = ready(make_world, consul_agent)
+    victim = w.running()[0]
+    victim.kill()
+    assert "heal(3)" in w.heal("--service", w.service).stdout
+    support.wait_for(lambda: [c for c in w.running() if c.id == victim.id], 30, what="the restart")
+    docker_exit = w.docker.containers.get(victim.id)
+    docker_exit.kill()  # killed again before it ever passed (docker kill: exit 137)
+    docker_exit.reload()
+    assert docker_exit.attrs["State"]["ExitCode"] == 137
+    r = w.heal("--service", w.service)
+    assert r.returncode == 0 and "heal(3)" in r.stdout, r.stdout  # no backoff, no cooldown: healed at once
+    client = settings.make_client(settings.resolve(consul_agent.addr))
+    h = history.Store(client, None, w.service).load()
+    assert [a.result for a in h.actions] == ["lost", "started"]
+    assert w.records()[-1]["settle"] == "lost"
+    assert not [n for n in audit.read(w.audit) if n.get("kind") == "notify" and n["event"]["kind"] == "heal_failed"]
