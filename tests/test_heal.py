@@ -172,6 +172,13 @@ def test_corrupt_history_exit_3_and_left_alone(world):
     from handlers import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     assert client.kv.get(key)[1]["Value"] == b'"garbage"'
+    # issue 15: --reset clears a history it cannot read (audited with what it held)
+    r = world.heal("--reset", world.service)
+    assert r.returncode == 0 and "unreadable history cleared" in one_line(r), r.stdout
+    (rec,) = sh.heal_records(world.audit, decision="reset")
+    assert rec["cleared"]["value"] == '"garbage"' and "corrupt history" in rec["cleared"]["error"]
+    r = world.heal("--service", world.service, "--dry-run", env=world.env(DOCKER_HOST="unix:///nonexistent"))
+    assert "corrupt" not in r.stdout and "engine: cannot reach" in r.stdout, r.stdout  # past the history now
 
 
 def test_reset_clears_circuit(world):
