@@ -29,7 +29,7 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TZ", "TMPDIR")
 
 
 def _num(ch, key):
-    from .spec import parse_duration
+    from .durations import parse_duration
     v = ch.get(key, DEFAULTS[key])
     return parse_duration(v) if isinstance(v, str) else float(v)
 

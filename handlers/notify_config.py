@@ -22,18 +22,12 @@ def config_path(explicit=None, environ=None):
 
 
 def load_config(path):
-    """The global notify file -> dict; a missing file is {} (log channel only)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(1024 * 1024 + 1)
-    except FileNotFoundError:
+    """The global notify file -> dict; a missing file is {} (log channel only).
+
+    Read like a spec: a regular file of at most 1 MiB, NaN/Infinity refused."""
+    if not os.path.lexists(path):
         return {}
-    except OSError as e:
-        raise SpecError("%s: cannot read notify config: %s" % (path, e.strerror)) from None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise SpecError("%s: $: not valid JSON: %s" % (path, e)) from None
+    doc = spec_mod.read_json(path, what="notify config")
     validate_config(doc, path)
     return doc
 

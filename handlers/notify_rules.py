@@ -241,8 +241,8 @@ def policy(global_conf, spec_notify):
         channels = [dict(c) for c in DEFAULT_POLICY.channels]
     remind = merged.get("remind_every")
     if remind is not None:
-        from .spec import parse_duration
-        remind = parse_duration(remind) or None
+        from .durations import parse_duration
+        remind = parse_duration(remind, "notify.remind_every") or None
     return Policy(bool(merged.get("enabled", True)), bool(merged.get("recovery", True)), remind,
                   tuple(merged.get("kinds") or KINDS), tuple(channels))
 

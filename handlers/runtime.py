@@ -39,13 +39,12 @@ def _verbose(argv):
 
 
 def _deadline(default):
-    raw = os.environ.get("MEDIC_DEADLINE")
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            raise MedicError("MEDIC_DEADLINE must be seconds, got %r" % raw) from None
-    return default
+    """MEDIC_DEADLINE (seconds, > 0, finite, at most 30 days) or the executable's default.
+
+    A bad value (-5, inf, nan, text) is refused with one line and exit 3, never read
+    as "no deadline"."""
+    from .durations import env_seconds
+    return env_seconds(os.environ, "MEDIC_DEADLINE", default)
 
 
 def execute(command=None, fast=None, argv=None, prog=None):

@@ -16,10 +16,12 @@ scrubs it from any text that might carry it.
 import os
 from collections import namedtuple
 
+from .durations import bounded, env_seconds
 from .errors import UsageError
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 3600.0  # one HTTP call; a blocking query waits at most 10 min on the server side
 
 _Fields = namedtuple("_Fields", "scheme host port token token_source cacert client_cert client_key verify timeout")
 
@@ -109,13 +111,11 @@ def resolve(consul_addr=None, token=None, token_file=None, timeout=None,
         raise UsageError("Consul token from %s contains a line break" % source)
 
     if timeout is None:
-        raw = env.get("MEDIC_CONSUL_TIMEOUT")
-        try:
-            timeout = float(raw) if raw else DEFAULT_TIMEOUT
-        except ValueError:
-            raise UsageError("MEDIC_CONSUL_TIMEOUT must be seconds, got %r" % raw) from None
-    if not timeout > 0:
-        raise UsageError("Consul timeout must be > 0 seconds")
+        timeout = env_seconds(env, "MEDIC_CONSUL_TIMEOUT", DEFAULT_TIMEOUT, maximum=MAX_TIMEOUT)
+    try:
+        timeout = bounded(timeout, "Consul timeout", MAX_TIMEOUT, positive=True)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
     verify = not (env.get("CONSUL_HTTP_SSL_VERIFY", "").strip().lower() in ("0", "false", "no", "off"))
     cacert = env.get("CONSUL_CACERT") or None
