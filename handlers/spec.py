@@ -80,13 +80,33 @@ def validate_document(doc, path):
     except RecursionError:
         raise SpecError("%s: $: nested too deeply" % path) from None
     if errors:
-        best = jsonschema.exceptions.best_match(errors)
+        best = _scale_branch_error(v, jsonschema.exceptions.best_match(errors), doc)
         msg = best.message
         if best.validator == "oneOf" and _error_path(best).endswith(".scale"):
             msg = "scale must be {driver: compose, project, file, service} or {driver: swarm, service}"
         if len(msg) > 200:
             msg = msg[:197] + "..."
         raise SpecError("%s: %s: %s" % (path, _error_path(best), msg))
+
+
+def _scale_branch_error(v, best, doc):
+    """Inside `scale`, name the error of the branch its `driver` picks (not "'swarm' was expected")."""
+    parts = list(best.absolute_path)
+    if "scale" not in parts:
+        return best
+    at = parts.index("scale") + 1
+    scale = doc
+    for p in parts[:at]:
+        scale = scale[p] if isinstance(scale, (dict, list)) else None
+    branches = {"compose": 0, "swarm": 1}
+    if not isinstance(scale, dict) or scale.get("driver") not in branches:
+        return best
+    sub = v.schema["$defs"]["scale"]["oneOf"][branches[scale["driver"]]]
+    errs = list(type(v)(sub).iter_errors(scale))
+    if not errs:
+        return best
+    errs[0].path.extendleft(reversed(parts[:at]))
+    return errs[0]
 
 
 def _normalise_part(part, path, where):

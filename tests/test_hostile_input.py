@@ -117,3 +117,24 @@ def test_deadline_parser_in_process(monkeypatch):
     monkeypatch.setenv("MEDIC_DEADLINE", "-5")
     with pytest.raises(UsageError):
         runtime._deadline(30.0)
+
+
+@pytest.mark.parametrize("field,value,where", [
+    ("service", "x" * 300000, "$.service"),
+    ("service", "www example.com", "$.service"),
+    ("service", "www\u202eexample.com", "$.service"),  # a right-to-left mark
+    ("service", "www\nexample.com", "$.service"),
+    ("file", "comp\u0000ose.yml", "$.scale.file"),
+    ("file", "/" + "a" * 5000, "$.scale.file"),
+])
+def test_names_and_paths_within_limits(tmp_path, monkeypatch, field, value, where):
+    monkeypatch.setenv("MEDIC_CACHE_DIR", "")
+    doc = json.loads(json.dumps(SPEC))
+    if field == "file":
+        doc["scale"]["file"] = value
+    else:
+        doc[field] = value
+    path = write_spec(tmp_path, json.dumps(doc))
+    with pytest.raises(SpecError) as e:
+        specmod.load_file(path)
+    assert ": %s" % where in str(e.value) and len(str(e.value)) < 600, str(e.value)[:300]
