@@ -5,7 +5,7 @@
 Daemon (default): follows the Docker engine's events and keeps the local Consul agent's
 services equal to the running containers' published ports; SIGTERM/SIGINT stop it
 cleanly (registrations stay: the containers still run). `--once`: one resync, then exit
-0 (OK) or 3 (UNKNOWN: Consul or engine failure). The logic is in `handlers.registrar`.
+0 (OK) or 3 (UNKNOWN: Consul or engine failure). The logic is in `handlers.reg_*` (map in `handlers/reg_model.py`).
 """
 import os
 import signal
@@ -38,7 +38,7 @@ def build():
     @options.common
     def cmd(once, resync, ip, hostname, registrar_id, force_tags, filters, audit_log, docker_timeout,
             specs, env, consul_addr, token, token_file, consul_timeout, verbose):
-        from . import audit, registrar, settings
+        from . import audit, reg_agent, reg_model, reg_registrar, settings
         from .errors import UsageError
 
         if resync < 0 or docker_timeout <= 0:
@@ -48,10 +48,10 @@ def build():
         host = hostname or socket.gethostname()
         if "/" in host:
             raise UsageError("--hostname %r: no '/' allowed (service IDs are KV key parts)" % host)
-        opts = registrar.Options(host, registrar_id, ip, _resolve(host), registrar.split_tags(force_tags))
+        opts = reg_model.Options(host, registrar_id, ip, _resolve(host), reg_model.split_tags(force_tags))
         log = _logger(verbose)
-        agent = registrar.Agent(s, env_name)
-        reg = registrar.Registrar(opts, agent, registrar.docker_client(docker_timeout),
+        agent = reg_agent.Agent(s, env_name)
+        reg = reg_registrar.Registrar(opts, agent, reg_registrar.docker_client(docker_timeout),
                                   audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
                                   filters=filters, log=log if verbose else None)
         if once:
@@ -69,7 +69,7 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     import queue
     import threading
 
-    from . import registrar
+    from . import reg_loop, reg_registrar, reg_roles
 
     signal.setitimer(signal.ITIMER_REAL, 0)  # MEDIC_DEADLINE bounds --once, not the daemon
     stop, q, got = threading.Event(), queue.Queue(), []
@@ -82,8 +82,8 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log("medic-register: registrar %s, consul %s, resync %gs" % (reg.opts.registrar_id, s.addr, resync))
-    registrar.serve(reg, lambda: registrar.docker_client(docker_timeout), stop, q, resync_every=resync,
-                    role_watch=registrar.RoleWatch(s, env_name, q, stop), log=log, filters=filters)
+    reg_loop.serve(reg, lambda: reg_registrar.docker_client(docker_timeout), stop, q, resync_every=resync,
+                    role_watch=reg_roles.RoleWatch(s, env_name, q, stop), log=log, filters=filters)
     reg.record({"action": "stop", "reason": "stopped by %s: registrations kept" % (got[0] if got else "request")})
     return Outcome(Status.OK, runtime.status_line(Status.OK, "stopped by %s after %d registrations, %d deregistrations"
                                                   % (got[0] if got else "request", reg.stats["register"],

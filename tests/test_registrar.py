@@ -5,10 +5,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import registrar as r
+from handlers import reg_diff as rdiff
+from handlers import reg_labels as labels
+from handlers import reg_loop as loop
+from handlers import reg_model as model
+from handlers import reg_registrar as core
+from handlers import reg_roles as roles
 
 CID = "c0ffee" + "0" * 58
-OPTS = r.Options("host1", registrar_id="reg1")
+OPTS = model.Options("host1", registrar_id="reg1")
 
 
 def container(name="web1", image="registry.local:5000/team/medic-demo:1.2", env=None, labels=None,
@@ -22,7 +27,7 @@ def container(name="web1", image="registry.local:5000/team/medic-demo:1.2", env=
 
 
 def one(c, opts=OPTS, roles=None):
-    regs, skips = r.registrations(c, opts, roles)
+    regs, skips = labels.registrations(c, opts, roles)
     assert len(regs) == 1, (regs, skips)
     return regs[0]
 
@@ -66,7 +71,7 @@ def test_several_ports_suffix_name_unless_per_port_name():
              "443/tcp": [{"HostIp": "127.0.0.1", "HostPort": "1443"}],
              "9000/tcp": None}  # exposed, not published: not registered
     c = container(labels={"SERVICE_NAME": "shop", "SERVICE_443_NAME": "shop-tls"}, ports=ports)
-    regs, _ = r.registrations(c, OPTS)
+    regs, _ = labels.registrations(c, OPTS)
     assert [(x.id, x.name, x.port) for x in regs] == [("host1:web1:80", "shop-80", 1080),
                                                       ("host1:web1:443", "shop-tls", 1443)]
 
@@ -80,33 +85,33 @@ def test_udp_port_id_and_tag():
 def test_service_id_override_and_group_gets_port_suffix():
     assert one(container(labels={"SERVICE_ID": "custom"})).id == "custom"
     ports = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "1"}], "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "2"}]}
-    regs, _ = r.registrations(container(labels={"SERVICE_ID": "custom"}, ports=ports), OPTS)
+    regs, _ = labels.registrations(container(labels={"SERVICE_ID": "custom"}, ports=ports), OPTS)
     assert [x.id for x in regs] == ["custom:80", "custom:81"]
 
 
 def test_ignore_whole_container_and_one_port():
-    regs, skips = r.registrations(container(labels={"SERVICE_IGNORE": "true"}), OPTS)
+    regs, skips = labels.registrations(container(labels={"SERVICE_IGNORE": "true"}), OPTS)
     assert regs == [] and skips[0].reason == "SERVICE_IGNORE set"
     ports = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "1"}], "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "2"}]}
-    regs, skips = r.registrations(container(labels={"SERVICE_81_IGNORE": "1"}, ports=ports), OPTS)
+    regs, skips = labels.registrations(container(labels={"SERVICE_81_IGNORE": "1"}, ports=ports), OPTS)
     assert [x.id for x in regs] == ["host1:web1:80"] and skips[0].what == "host1:web1:81"
 
 
 def test_not_running_paused_or_unpublished_registers_nothing():
-    assert r.registrations(container(running=False), OPTS) == ([], [])
-    assert r.registrations(container(paused=True), OPTS) == ([], [])
-    regs, skips = r.registrations(container(ports={"80/tcp": None}), OPTS)
+    assert labels.registrations(container(running=False), OPTS) == ([], [])
+    assert labels.registrations(container(paused=True), OPTS) == ([], [])
+    regs, skips = labels.registrations(container(ports={"80/tcp": None}), OPTS)
     assert regs == [] and skips[0].reason == "no published ports"
 
 
 def test_address_ip_option_host_ip_wildcard_fallback():
     wild = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "7"}, {"HostIp": "::", "HostPort": "7"}]}
-    assert one(container(), r.Options("h", ip="10.1.2.3")).address == "10.1.2.3"
-    assert one(container(ports=wild), r.Options("h", fallback_ip="192.0.2.9")).address == "192.0.2.9"
-    regs, skips = r.registrations(container(ports=wild), r.Options("h"))
+    assert one(container(), model.Options("h", ip="10.1.2.3")).address == "10.1.2.3"
+    assert one(container(ports=wild), model.Options("h", fallback_ip="192.0.2.9")).address == "192.0.2.9"
+    regs, skips = labels.registrations(container(ports=wild), model.Options("h"))
     assert regs == [] and "no --ip" in skips[0].reason
     mixed = {"80/tcp": [{"HostIp": "::", "HostPort": "9"}, {"HostIp": "127.0.0.1", "HostPort": "8"}]}
-    assert one(container(ports=mixed), r.Options("h")).port == 8
+    assert one(container(ports=mixed), model.Options("h")).port == 8
 
 
 @pytest.mark.parametrize("labels, check", [
@@ -127,18 +132,18 @@ def test_checks(labels, check):
 
 
 def test_ipv6_check_target_is_bracketed():
-    reg = one(container(labels={"SERVICE_CHECK_TCP": "1"}), r.Options("h", ip="fd00::5"))
+    reg = one(container(labels={"SERVICE_CHECK_TCP": "1"}), model.Options("h", ip="fd00::5"))
     assert (reg.address, dict(reg.check)["TCP"]) == ("fd00::5", "[fd00::5]:32768")
 
 
 def test_bad_check_duration_drops_the_check_with_a_reason():
-    regs, skips = r.registrations(container(labels={"SERVICE_CHECK_HTTP": "/h", "SERVICE_CHECK_INTERVAL": "soon"}),
+    regs, skips = labels.registrations(container(labels={"SERVICE_CHECK_HTTP": "/h", "SERVICE_CHECK_INTERVAL": "soon"}),
                                   OPTS)
     assert regs[0].check is None and "Interval 'soon'" in skips[0].reason
 
 
 def test_meta_keys_consul_rejects_are_left_out_and_medic_keys_cannot_be_spoofed():
-    regs, skips = r.registrations(container(labels={"SERVICE_BAD.KEY": "x", "SERVICE_MEDIC_REGISTRAR": "evil",
+    regs, skips = labels.registrations(container(labels={"SERVICE_BAD.KEY": "x", "SERVICE_MEDIC_REGISTRAR": "evil",
                                                     "SERVICE_OWNER": "team-a"}), OPTS)
     meta = dict(regs[0].meta)
     assert "bad.key" not in meta and meta["owner"] == "team-a" and meta["medic_registrar"] == "reg1"
@@ -146,7 +151,7 @@ def test_meta_keys_consul_rejects_are_left_out_and_medic_keys_cannot_be_spoofed(
 
 
 def test_force_tags_and_roles_merge():
-    opts = r.Options("host1", "reg1", force_tags=("dc1",))
+    opts = model.Options("host1", "reg1", force_tags=("dc1",))
     roles = {"host1:web1:80": {"add": ["master"], "remove": ["slave"]}}
     reg = one(container(labels={"SERVICE_TAGS": "redis,slave"}), opts, roles)
     assert reg.tags == ("redis", "dc1", "master")
@@ -155,9 +160,9 @@ def test_force_tags_and_roles_merge():
 def test_desired_first_by_name_keeps_a_duplicate_id():
     a = container(name="a", cid="a" * 64, labels={"SERVICE_ID": "same"})
     b = container(name="b", cid="b" * 64, labels={"SERVICE_ID": "same"})
-    want, skips = r.desired([b, a], OPTS)
+    want, skips = labels.desired([b, a], OPTS)
     assert want["same"].container_id == "a" * 64 and "duplicate" in skips[0].reason
-    want, _ = r.desired([a, b], OPTS, exclude={"a" * 64})
+    want, _ = labels.desired([a, b], OPTS, exclude={"a" * 64})
     assert want["same"].container_id == "b" * 64
 
 
@@ -180,45 +185,45 @@ DEMO = {"SERVICE_NAME": "www", "SERVICE_TAGS": "demo,x", "SERVICE_CHECK_HTTP": "
 
 
 def test_diff_unchanged_fleet_writes_nothing():
-    want, _ = r.desired([container(labels=DEMO)], OPTS)
+    want, _ = labels.desired([container(labels=DEMO)], OPTS)
     services, checks = agent_view(want.values())
-    assert r.diff(want, services, checks, "reg1") == r.Diff([], 1)
+    assert rdiff.diff(want, services, checks, "reg1") == model.Diff([], 1)
 
 
 def test_diff_registers_new_and_changed():
-    want, _ = r.desired([container(labels=DEMO)], OPTS)
-    assert [(o.action, o.reason[:3]) for o in r.diff(want, {}, {}, "reg1").ops] == [("register", "new")]
+    want, _ = labels.desired([container(labels=DEMO)], OPTS)
+    assert [(o.action, o.reason[:3]) for o in rdiff.diff(want, {}, {}, "reg1").ops] == [("register", "new")]
     services, checks = agent_view(want.values())
     services["host1:web1:80"]["Port"] = 1
     services["host1:web1:80"]["Tags"] = ["demo"]
-    (op,), unchanged = r.diff(want, services, checks, "reg1")
+    (op,), unchanged = rdiff.diff(want, services, checks, "reg1")
     assert op.action == "register" and "address" in op.reason and "tags demo -> demo,x" in op.reason
     services, checks = agent_view(want.values())
     checks["service:host1:web1:80"]["Type"] = "tcp"
-    assert "checks tcp -> http" in r.diff(want, services, checks, "reg1").ops[0].reason
+    assert "checks tcp -> http" in rdiff.diff(want, services, checks, "reg1").ops[0].reason
     services, _ = agent_view(want.values())
-    assert "checks none -> http" in r.diff(want, services, {}, "reg1").ops[0].reason
+    assert "checks none -> http" in rdiff.diff(want, services, {}, "reg1").ops[0].reason
 
 
 def test_diff_removes_only_own_ghosts_and_respects_scope():
-    want, _ = r.desired([container(labels=DEMO)], OPTS)
-    ghosts, gchecks = agent_view(r.desired([container(name="old", cid="d" * 64)], OPTS)[0].values())
-    foreign, _ = agent_view(r.desired([container(name="other", cid="e" * 64)], OPTS)[0].values(), "reg2")
+    want, _ = labels.desired([container(labels=DEMO)], OPTS)
+    ghosts, gchecks = agent_view(labels.desired([container(name="old", cid="d" * 64)], OPTS)[0].values())
+    foreign, _ = agent_view(labels.desired([container(name="other", cid="e" * 64)], OPTS)[0].values(), "reg2")
     manual = {"manual": {"ID": "manual", "Service": "x", "Meta": {}}}
     services, checks = agent_view(want.values())
     services.update(ghosts)
     services.update(foreign)
     services.update(manual)
-    ops = r.diff(want, services, checks, "reg1").ops
+    ops = rdiff.diff(want, services, checks, "reg1").ops
     assert [(o.action, o.service_id) for o in ops] == [("deregister", "host1:old:80")]
-    assert r.diff(want, services, checks, "reg1", scope={CID}).ops == []
-    assert len(r.diff(want, services, checks, "reg1", scope={"d" * 64}).ops) == 1
+    assert rdiff.diff(want, services, checks, "reg1", scope={CID}).ops == []
+    assert len(rdiff.diff(want, services, checks, "reg1", scope={"d" * 64}).ops) == 1
 
 
 def test_diff_takes_over_a_service_of_another_registrar_with_the_same_id():
-    want, _ = r.desired([container(labels=DEMO)], OPTS)
+    want, _ = labels.desired([container(labels=DEMO)], OPTS)
     services, checks = agent_view(want.values(), registrar_id="reg0")
-    (op,), _ = r.diff(want, services, checks, "reg1")
+    (op,), _ = rdiff.diff(want, services, checks, "reg1")
     assert op.action == "register" and op.reason.startswith("taking over from registrar 'reg0'")
 
 
@@ -232,23 +237,23 @@ def test_diff_takes_over_a_service_of_another_registrar_with_the_same_id():
 ])
 def test_event_effect(action, attrs, effect):
     ev = {"Type": "container", "Action": action, "Actor": {"ID": "abc", "Attributes": attrs}}
-    assert r.event_effect(ev) == (effect, "abc")
+    assert rdiff.event_effect(ev) == (effect, "abc")
 
 
 def test_label_filters():
-    assert r.matches({"a": "1", "b": "2"}, ["a", "b=2"])
-    assert not r.matches({"a": "1"}, ["a=2"]) and not r.matches({}, ["a"]) and r.matches(None, [])
+    assert rdiff.matches({"a": "1", "b": "2"}, ["a", "b=2"])
+    assert not rdiff.matches({"a": "1"}, ["a=2"]) and not rdiff.matches({}, ["a"]) and rdiff.matches(None, [])
 
 
 # ---------------------------------------------------------------- roles and re-tagging
 def test_role_records():
-    assert r.parse_role(b'{"add": ["master"]}') == {"add": ["master"], "remove": []}
+    assert roles.parse_role(b'{"add": ["master"]}') == {"add": ["master"], "remove": []}
     for bad in (b"[]", b'{"add": "master"}', b'{"add": [""]}', b"nope"):
         with pytest.raises(ValueError):
-            r.parse_role(bad)
-    role = r.apply_role_change(None, add=("master",), remove=("slave",))
+            roles.parse_role(bad)
+    role = roles.apply_role_change(None, add=("master",), remove=("slave",))
     assert role == {"add": ["master"], "remove": ["slave"]}
-    assert r.apply_role_change(role, add=("slave",), remove=("master",)) == {"add": ["slave"], "remove": ["master"]}
+    assert roles.apply_role_change(role, add=("slave",), remove=("master",)) == {"add": ["slave"], "remove": ["master"]}
 
 
 tag = st.sampled_from(["master", "slave", "a", "b", "c"])
@@ -261,9 +266,9 @@ def test_medic_tag_and_registrar_agree_on_the_tag_set(label, old_add, add, remov
     role: both must give the same set, or a resync would flip the tags back."""
     remove = [t for t in remove if t not in add]
     old_role = {"add": old_add, "remove": []}
-    current = r.merge_tags(tuple(label), old_role)
-    by_tag = r.apply_tag_change(current, add, remove)
-    by_registrar = r.merge_tags(tuple(label), r.apply_role_change(old_role, add, remove))
+    current = roles.merge_tags(tuple(label), old_role)
+    by_tag = roles.apply_tag_change(current, add, remove)
+    by_registrar = roles.merge_tags(tuple(label), roles.apply_role_change(old_role, add, remove))
     assert set(by_tag) == set(by_registrar)
     assert len(set(by_tag)) == len(by_tag)
 
@@ -271,7 +276,7 @@ def test_medic_tag_and_registrar_agree_on_the_tag_set(label, old_add, add, remov
 def test_retag_rebuilds_the_registrars_check_from_meta():
     reg = one(container(labels=DEMO))
     services, checks = agent_view([reg])
-    body, replace = r.retag(services[reg.id], checks.values(), ("demo", "master"))
+    body, replace = roles.retag(services[reg.id], checks.values(), ("demo", "master"))
     assert replace and body["Check"] == dict(reg.check) and body["Tags"] == ["demo", "master"]
     assert body["Meta"] == dict(reg.meta) and (body["Address"], body["Port"]) == (reg.address, reg.port)
 
@@ -279,14 +284,14 @@ def test_retag_rebuilds_the_registrars_check_from_meta():
 def test_retag_leaves_checks_it_cannot_rebuild_untouched():
     svc = {"ID": "x1", "Service": "x", "Address": "10.0.0.1", "Port": 5, "Tags": ["a"], "Meta": {}}
     chk = [{"CheckID": "c1", "ServiceID": "x1", "Type": "script"}]
-    body, replace = r.retag(svc, chk, ("a", "master"))
+    body, replace = roles.retag(svc, chk, ("a", "master"))
     assert not replace and "Check" not in body
     reg = one(container(labels=DEMO))
     services, checks = agent_view([reg])
     checks["extra"] = {"CheckID": "extra", "ServiceID": reg.id, "Type": "ttl"}
-    assert r.retag(services[reg.id], checks.values(), ("m",))[1] is False
+    assert roles.retag(services[reg.id], checks.values(), ("m",))[1] is False
     with pytest.raises(ValueError):
-        r.retag(dict(svc, Kind="connect-proxy"), [], ("a",))
+        roles.retag(dict(svc, Kind="connect-proxy"), [], ("a",))
 
 
 def test_registration_body_is_json():
@@ -347,7 +352,7 @@ def test_a_change_made_while_consul_fails_is_kept_and_applied_later():
     a = container(name="a", cid="a" * 64)
     b = container(name="b", cid="b" * 64)
     agent, engine = FakeAgent(), FakeEngine([a])
-    reg = r.Registrar(OPTS, agent, engine)
+    reg = core.Registrar(OPTS, agent, engine)
     reg.resync()
     assert list(agent.svc) == ["host1:a:80"]
     agent.fail = True
@@ -374,8 +379,8 @@ def test_no_busy_loop_while_the_engine_is_away():
 
     def no_engine():
         raise OSError("engine gone")
-    reg = r.Registrar(OPTS, FakeAgent(), FakeEngine([]), clock=clock)
+    reg = core.Registrar(OPTS, FakeAgent(), FakeEngine([]), clock=clock)
     stop, q = threading.Event(), queue.Queue()
     threading.Timer(1.5, lambda: (stop.set(), q.put(("stop",)))).start()
-    r.serve(reg, no_engine, stop, q, resync_every=0.3)
+    loop.serve(reg, no_engine, stop, q, resync_every=0.3)
     assert len(ticks) < 100, "the loop spun %d times in 1.5 s" % len(ticks)
