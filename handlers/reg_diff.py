@@ -1,5 +1,5 @@
 """Desired registrations vs what the agent holds -> Ops; Docker events -> effects. Pure."""
-from .reg_model import META_CONTAINER, META_REGISTRAR, Diff, Op
+from .reg_model import META_CONTAINER, META_REGISTRAR, Diff, Op, Skip
 
 # signals `docker kill -s` sends without meaning "stop serving" (reload, log rotation, ...)
 BENIGN_SIGNALS = frozenset({"0", "1", "10", "12", "17", "18", "23", "28", "HUP", "USR1", "USR2", "CHLD",
@@ -41,24 +41,29 @@ def diff(want, services, checks, registrar_id, scope=None):
     ID and type; its target and timings follow from Address, Port and the check_* Meta,
     which are compared. `scope` (a set of container IDs) limits the diff to those
     containers' services; None means the whole fleet (ghost removal included).
-    Only services owned by `registrar_id` are ever deregistered.
+    Only services owned by `registrar_id` are ever written: a wanted ID the agent holds for
+    someone else (another registrar, a config file, medic itself) is refused (`Diff.refused`).
     """
     by_service = {}
     for c in (checks or {}).values():
         if c.get("ServiceID"):
             by_service.setdefault(c["ServiceID"], []).append(c)
-    ops, unchanged = [], 0
+    ops, unchanged, refused = [], 0, []
     for sid in sorted(want):
-        reg = want[sid]
+        reg, svc = want[sid], services.get(sid)
+        if svc is not None and not owned(svc, registrar_id):  # whatever the scope: audited once
+            other = (svc.get("Meta") or {}).get(META_REGISTRAR)
+            refused.append(Skip(reg.container_id[:12], sid, "service ID %s is already registered %s: not ours, "
+                                "never overwritten" % (sid, "by registrar %r" % other if other
+                                                       else "outside medic-register (by hand or config)"),
+                                "refuse"))
+            continue
         if scope is not None and reg.container_id not in scope:
             continue
-        svc = services.get(sid)
         if svc is None:
             ops.append(Op("register", sid, reg, "new: container %s" % reg.container_id[:12]))
             continue
         why = _differences(reg, svc, by_service.get(sid, ()))
-        if not owned(svc, registrar_id):
-            why.insert(0, "taking over from registrar %r" % (svc.get("Meta") or {}).get(META_REGISTRAR))
         if why:
             ops.append(Op("register", sid, reg, "; ".join(why)))
         else:
@@ -71,14 +76,24 @@ def diff(want, services, checks, registrar_id, scope=None):
         if scope is not None and cid not in scope:
             continue
         ops.append(Op("deregister", sid, None, "container %s not serving" % cid[:12]))
-    return Diff(ops, unchanged)
+    return Diff(ops, unchanged, tuple(refused))
+
+
+def event_exit_code(event):
+    """The exit code of a `die` event (Actor.Attributes.exitCode), or None."""
+    raw = str(((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode", ""))
+    return int(raw) if raw.lstrip("-").isdigit() else None
+
+
+def event_action(event):
+    return str(event.get("Action") or event.get("status") or "").split(":")[0].strip()
 
 
 def event_effect(event):
     """A Docker event -> ("register" | "deregister" | None, container id). Pure."""
     if event.get("Type", "container") != "container":
         return None, None
-    action = str(event.get("Action") or event.get("status") or "").split(":")[0].strip()
+    action = event_action(event)
     actor = event.get("Actor") or {}
     cid = actor.get("ID") or event.get("id")
     if action in REGISTER_ACTIONS:

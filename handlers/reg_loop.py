@@ -86,6 +86,8 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                 deadlines.append(list_at)
             if registrar.pending or registrar.pending_full:
                 deadlines.append(consul_at)
+            if registrar.next_retry(after=now) is not None:  # a refused request's own retry time
+                deadlines.append(registrar.next_retry(after=now))
             items = []
             try:
                 items.append(queue.get(timeout=min(max(0.0, min(deadlines) - now), 3600.0)))
@@ -128,6 +130,7 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                 except EngineError as e:
                     log(str(e))
                     list_at, list_delay = now + list_delay, min(list_delay * 2, 5.0)
+            registrar.due_retries(now)
             if (registrar.pending or registrar.pending_full) and now >= consul_at:
                 try:
                     d, full = registrar.sync_pending(allow_full=not need_list)

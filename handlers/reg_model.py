@@ -18,7 +18,21 @@ META_CONTAINER = "medic_container_id"
 META_PROJECT = "medic_compose_project"
 META_SERVICE = "medic_compose_service"
 META_REGISTRAR = "medic_registrar"
-MEDIC_META = (META_CONTAINER, META_PROJECT, META_SERVICE, META_REGISTRAR)
+META_STARTED = "medic_started"  # epoch seconds of the engine's State.StartedAt (heal counts it as pending)
+MEDIC_META = (META_CONTAINER, META_PROJECT, META_SERVICE, META_REGISTRAR, META_STARTED)
+
+# medic's own service (medic-config renders it: count checks, medic:reconcile) and Consul's:
+# a container label can never register under these IDs or names.
+RESERVED_IDS = ("medic", "consul")
+RESERVED_ID_PREFIXES = ("medic:", "_nomad", "consul:")
+RESERVED_NAMES = ("medic", "consul")
+
+# Consul's own limits (1.8: 64 Meta pairs, keys <= 128, values <= 512) and ours for names and tags
+MAX_META = 64
+MAX_TAGS = 64
+MAX_TAG_LEN = 255
+MAX_ID_LEN = 256
+DEREGISTER_MODES = ("always", "on-success")
 
 DEFAULT_INTERVAL = "10s"
 
@@ -26,14 +40,17 @@ _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
-class Options(namedtuple("Options", "hostname registrar_id ip fallback_ip force_tags")):
+class Options(namedtuple("Options", "hostname registrar_id ip fallback_ip force_tags internal explicit deregister")):
     """What shapes every registration. `ip` (--ip) beats the published HostIp; `fallback_ip`
-    is used for ports published on a wildcard address (0.0.0.0 / ::)."""
+    is used for ports published on a wildcard address (0.0.0.0 / ::) and for host-network
+    containers. registrator's flags: `internal` (container address and exposed ports),
+    `explicit` (only ports with a SERVICE_NAME), `deregister` ("always" | "on-success")."""
     __slots__ = ()
 
-    def __new__(cls, hostname, registrar_id=None, ip=None, fallback_ip=None, force_tags=()):
+    def __new__(cls, hostname, registrar_id=None, ip=None, fallback_ip=None, force_tags=(), internal=False,
+                explicit=False, deregister="always"):
         return super().__new__(cls, hostname, registrar_id or hostname, ip or None, fallback_ip or None,
-                               tuple(force_tags))
+                               tuple(force_tags), bool(internal), bool(explicit), deregister or "always")
 
 
 class Registration(namedtuple("Registration", "id name address port tags meta check container_id")):
@@ -53,9 +70,10 @@ class Registration(namedtuple("Registration", "id name address port tags meta ch
         return check_type(dict(self.check)) if self.check else None
 
 
-Skip = namedtuple("Skip", "container what reason")          # a deliberate non-action
+# a deliberate non-action; action "ignore" (left out) or "refuse" (hostile or invalid input)
+Skip = namedtuple("Skip", "container what reason action", defaults=("ignore",))
 Op = namedtuple("Op", "action service_id registration reason")  # "register" | "deregister"
-Diff = namedtuple("Diff", "ops unchanged")
+Diff = namedtuple("Diff", "ops unchanged refused", defaults=((),))  # refused: [Skip] (IDs not ours)
 
 
 def split_tags(raw):
@@ -69,11 +87,13 @@ def split_tags(raw):
 
 
 def check_type(check):
-    """'http' | 'tcp' | 'ttl' for a registration check dict (Consul's agent Type names)."""
+    """'http' | 'tcp' | 'grpc' | 'ttl' for a registration check dict (Consul's agent Type names)."""
     if check.get("HTTP"):
         return "http"
     if check.get("TCP"):
         return "tcp"
+    if check.get("GRPC"):
+        return "grpc"
     if check.get("TTL"):
         return "ttl"
     return None

@@ -63,7 +63,7 @@ def retag(service, agent_checks, tags):
     if tagged:
         body["TaggedAddresses"] = tagged
     mine = {(c.get("CheckID"), c.get("Type")) for c in agent_checks if c.get("ServiceID") == sid}
-    check = build_check(meta, body["Address"], body["Port"]) if meta.get(META_REGISTRAR) else None
+    check = build_check(meta, body["Address"], body["Port"])[0] if meta.get(META_REGISTRAR) else None
     if check and mine == {("service:" + sid, check_type(check))}:
         check.pop("Status", None)  # the running check keeps its status
         body["Check"] = check
