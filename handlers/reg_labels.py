@@ -11,9 +11,9 @@ import re
 import time
 
 from .reg_checks import build_check
-from .reg_model import (MAX_ID_LEN, MAX_META, MAX_TAG_LEN, MAX_TAGS, META_CONTAINER, META_PROJECT, META_REGISTRAR,
+from .reg_model import (MAX_ID_LEN, MAX_META, MAX_TAGS, META_CONTAINER, META_PROJECT, META_REGISTRAR,
                         META_SERVICE, META_STARTED, MEDIC_META, RESERVED_ID_PREFIXES, RESERVED_IDS, RESERVED_NAMES,
-                        _META_KEY, Registration, Skip, split_tags)
+                        _META_KEY, Registration, Skip, split_tags, tag_problem)
 from .reg_roles import merge_tags
 
 
@@ -229,8 +229,8 @@ def tags_problem(tags):
     if len(tags) > MAX_TAGS:
         return "%d tags: at most %d" % (len(tags), MAX_TAGS)
     for t in tags:
-        if len(t) > MAX_TAG_LEN or not t.isprintable():
-            return "tag %r: printable, at most %d characters" % (_printable(t), MAX_TAG_LEN)
+        if tag_problem(t):
+            return tag_problem(t)
     return None
 
 
@@ -245,7 +245,11 @@ def desired(containers, opts, roles=None, exclude=(), exited=()):
     for c in sorted(containers, key=lambda c: ((c.get("Name") or ""), c.get("Id") or "")):
         if c.get("Id") in exclude:
             continue
-        regs, s = registrations(c, opts, roles, exited=c.get("Id") in exited)
+        try:
+            regs, s = registrations(c, opts, roles, exited=c.get("Id") in exited)
+        except Exception as e:  # one container's data never stops the fleet: refused, audited
+            regs, s = [], [Skip((c.get("Name") or "").lstrip("/"), str(c.get("Id") or "")[:12],
+                                "container data not understood (%s): not registered" % type(e).__name__, "refuse")]
         skips += s
         for r in regs:
             if r.id in out:

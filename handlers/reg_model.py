@@ -86,6 +86,14 @@ def split_tags(raw):
     return tuple(out)
 
 
+def tag_problem(tag):
+    """Why one tag is refused (not printable, longer than MAX_TAG_LEN), or None. Pure."""
+    if len(tag) > MAX_TAG_LEN or not tag.isprintable():
+        shown = "".join(ch if ch.isprintable() else "?" for ch in tag[:80]) + ("..." if len(tag) > 80 else "")
+        return "tag %r: printable, at most %d characters" % (shown, MAX_TAG_LEN)
+    return None
+
+
 def check_type(check):
     """'http' | 'tcp' | 'grpc' | 'ttl' for a registration check dict (Consul's agent Type names)."""
     if check.get("HTTP"):

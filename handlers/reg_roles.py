@@ -8,7 +8,7 @@ import json
 from . import keys
 from .errors import ConsulError
 from .reg_checks import build_check
-from .reg_model import META_REGISTRAR, check_type
+from .reg_model import MAX_TAGS, META_REGISTRAR, check_type, tag_problem
 
 
 def merge_tags(base, role=None):
@@ -73,7 +73,12 @@ def retag(service, agent_checks, tags):
 
 def parse_role(raw):
     """KV value -> {"add": [...], "remove": [...]}; raises ValueError when malformed."""
-    data = json.loads(raw)
+    if len(raw) > 64 * 1024:
+        raise ValueError("larger than 64 KiB")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     out = {}
@@ -81,6 +86,11 @@ def parse_role(raw):
         v = data.get(k) or []
         if not isinstance(v, list) or not all(isinstance(t, str) and t.strip() for t in v):
             raise ValueError("%r must be a list of tags" % k)
+        if len(v) > MAX_TAGS:
+            raise ValueError("%r holds %d tags: at most %d" % (k, len(v), MAX_TAGS))
+        for tag in v:
+            if tag_problem(tag):
+                raise ValueError(tag_problem(tag))
         out[k] = v
     return out
 

@@ -44,13 +44,18 @@ def build():
 
 def _tags(flag, values):
     from .errors import UsageError
-    from .reg_model import split_tags
+    from .reg_model import MAX_TAGS, split_tags, tag_problem
     out = []
     for v in values:
         parts = split_tags(v)
         if not parts:
             raise UsageError("%s needs a non-empty tag" % flag)
+        for t in parts:
+            if tag_problem(t):
+                raise UsageError("%s %s" % (flag, tag_problem(t)))
         out += [t for t in parts if t not in out]
+    if len(out) > MAX_TAGS:
+        raise UsageError("%s: %d tags, at most %d" % (flag, len(out), MAX_TAGS))
     return tuple(out)
 
 

@@ -239,8 +239,8 @@ def test_100_containers_started_at_once_all_registered(capsys):
 def test_consul_unreachable_once_is_unknown(docker_client, unique, tmp_path):
     port = support.free_port()
     r = support.run_medic("medic-register", ["--once", "--consul-addr", "127.0.0.1:%d" % port,
-                                             "--filter", "medic.test=" + unique, "--consul-timeout", "1", "--ip", "127.0.0.1",
-                                             "--audit-log", str(tmp_path / "a.jsonl")])
+                                             "--filter", "medic.test=" + unique, "--consul-timeout", "1",
+                                             "--ip", "127.0.0.1", "--audit-log", str(tmp_path / "a.jsonl")])
     assert r.returncode == 3
     assert r.stdout.startswith("MEDIC UNKNOWN - consul: cannot connect to Consul at http://127.0.0.1:%d" % port)
     assert len(r.stdout.splitlines()) == 1

@@ -239,3 +239,35 @@ def test_loopback_guess_refused_at_start_without_ip(tmp_path):
     r = support.run_medic("medic-register", ["--once", "--ip", "not-an-ip", "--consul-addr", "127.0.0.1:1"],
                           env=support.medic_env(MEDIC_AUDIT_LOG=str(tmp_path / "a.jsonl")))
     assert r.returncode == 3 and "is not an IP address" in r.stdout
+
+
+def test_internal_and_deregister_on_success_like_registrator(docker_client, demo_image, consul_factory, unique,
+                                                           tmp_path):
+    agent = consul_factory(node="medic-regi-" + unique)
+    d = sr.Daemon(agent.addr, unique, resync=30, audit_log=str(tmp_path / "audit.jsonl"),
+                  extra=["--internal", "--deregister", "on-success", "--allow-loopback-ip"]).start()
+    try:
+        support.wait_for(lambda: d.records("resync") or not d.alive(), timeout=60, what="initial resync")
+        web = sr.run_container(docker_client, unique, "medic-reg-%s-iweb" % unique,
+                               labels=dict(NORMAL, SERVICE_NAME="iweb-" + unique))
+        crash = sr.run_container(docker_client, unique, "medic-reg-%s-icrash" % unique,
+                                 command=["sh", "-c", "sleep 3; exit 3"], labels={"SERVICE_NAME": "icrash-" + unique})
+        sid, csid = sr.service_id(web.name), sr.service_id(crash.name)
+        # --internal: the container's own address on its (our) network and the container port
+        support.wait_for(lambda: passing(agent, sid), timeout=60, what="internal registration passing")
+        ip = docker_client.api.inspect_container(web.id)["NetworkSettings"]["Networks"][sr.network_for(
+            docker_client, unique)]["IPAddress"]
+        svc = sr.services(agent)[sid]
+        assert (svc["Address"], svc["Port"]) == (ip, 80)
+        # on-success: a container that exits non-zero (no stop signal) stays registered
+        support.wait_for(lambda: csid in sr.services(agent), timeout=30, what="the crashing one registered")
+        assert docker_client.api.wait(crash.id, timeout=30)["StatusCode"] == 3
+        time.sleep(1.5)
+        assert csid in sr.services(agent), d.records()
+        crash.remove()
+        support.wait_for(lambda: csid not in sr.services(agent), timeout=30, what="deregistered when removed")
+        web.stop(timeout=1)                                    # a stop is always a deregistration
+        support.wait_for(lambda: sid not in sr.services(agent), timeout=30, what="deregistered at the stop")
+    finally:
+        d.stop()
+        sr.remove_containers(docker_client, unique)

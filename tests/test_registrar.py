@@ -328,7 +328,10 @@ def test_label_filters():
 # ---------------------------------------------------------------- roles and re-tagging
 def test_role_records():
     assert roles.parse_role(b'{"add": ["master"]}') == {"add": ["master"], "remove": []}
-    for bad in (b"[]", b'{"add": "master"}', b'{"add": [""]}', b"nope"):
+    deep = b"[" * 100000 + b"]" * 100000
+    hostile = (json.dumps({"add": ["x\u200fy"]}).encode(), json.dumps({"add": ["t" * 300]}).encode(),
+               json.dumps({"remove": ["t%d" % i for i in range(100)]}).encode(), deep, b"\xff\xfe")
+    for bad in (b"[]", b'{"add": "master"}', b'{"add": [""]}', b"nope") + hostile:
         with pytest.raises(ValueError):
             roles.parse_role(bad)
     role = roles.apply_role_change(None, add=("master",), remove=("slave",))
@@ -564,3 +567,11 @@ def test_deregister_on_success_keeps_a_failed_container_registered():
     reg.on_event(_ev("die", c["Id"], exitCode="0"))      # success: deregistered as always
     reg.sync_pending()
     assert agent.svc == {}
+
+
+def test_one_container_whose_data_breaks_the_conventions_never_stops_the_fleet():
+    odd = container(name="odd", cid="0" * 64)
+    odd["Config"]["Labels"] = ["SERVICE_NAME=x"]              # a list, not a map: the conventions cannot read it
+    want, skips = labels.desired([odd, container(name="ok", cid="1" * 64)], OPTS)
+    assert list(want) == ["host1:ok:80"]
+    assert skips[0].action == "refuse" and "not understood" in skips[0].reason
