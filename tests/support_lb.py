@@ -90,10 +90,23 @@ def get(url, host=None, timeout=5):
         return 0, ""
 
 
-def run_demo(client, token, name):
+def network(client, token):
+    """A bridge network of this test's own (never the default bridge: other tests may disturb it)."""
+    name = "medic-lb-%s" % token
+    try:
+        return client.networks.get(name)
+    except Exception:
+        return client.networks.create(name, driver="bridge", labels={LABEL: token})
+
+
+def run_demo(client, token, name, image=None, command=None, port=80, **kw):
     """A demo container (httpd on 80, published on 127.0.0.1::80) whose /who says its name."""
-    c = client.containers.run(support.DEMO_IMAGE, name=name, detach=True, labels={LABEL: token},
-                              ports={"80/tcp": ("127.0.0.1", None)})
+    c = client.containers.run(image or support.DEMO_IMAGE, command, name=name, detach=True, labels={LABEL: token},
+                              ports={"%d/tcp" % port: ("127.0.0.1", None)}, network=network(client, token).name,
+                              **kw)
+    if image is not None:
+        c.reload()
+        return c, int(c.attrs["NetworkSettings"]["Ports"]["%d/tcp" % port][0]["HostPort"])
     c.exec_run(["sh", "-c", "echo %s > /www/who" % name])
     c.reload()
     port = int(c.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
@@ -101,9 +114,15 @@ def run_demo(client, token, name):
 
 
 def remove_containers(client, token):
+    """Remove this test's containers and its network (ours only, by label)."""
     for c in client.containers.list(all=True, filters={"label": "%s=%s" % (LABEL, token)}):
         try:
             c.remove(force=True)
+        except Exception:
+            pass
+    for n in client.networks.list(filters={"label": "%s=%s" % (LABEL, token)}):
+        try:
+            n.remove()
         except Exception:
             pass
 
