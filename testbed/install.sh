@@ -127,4 +127,5 @@ start_dockerd
 install_compose
 install_lb_parts
 "$(dirname "$0")/build-image.sh"
+"$(dirname "$0")/build-redis-image.sh"
 log "ready"
