@@ -99,3 +99,14 @@ def test_recorded_master_untagged_is_retagged_not_failed_over():
 def test_nothing_live_and_no_record_holds():
     d = decide([node("a", 7001, "slave", None)], None)
     assert d.action == "hold" and d.alert
+
+
+def test_redis_example_spec_is_valid():
+    import os
+
+    from handlers import spec
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "examples",
+                        "redis.example.com.json")
+    s = spec.load_file(path, use_cache=False)
+    assert s.service == "redis.example.com" and s.instances == 3
+    assert os.path.exists(s.scale.file)
