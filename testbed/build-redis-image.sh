@@ -11,7 +11,8 @@ bin=$(readlink -f "$bin")
 libs=$(ldd "$bin" | awk '/=>/ {print $3; next} $1 ~ /^\// {print $1}' | grep '^/' | sort -u)
 hash=$( (sha256sum "$bin"; for l in $libs; do sha256sum "$(readlink -f "$l")"; done; sha256sum "$0") \
         | sha256sum | cut -c1-16)
-if [ "$(docker image inspect -f '{{index .Config.Labels "medic.build"}}' "$image" 2>/dev/null || true)" = "$hash" ]; then
+current=$(docker image inspect -f '{{index .Config.Labels "medic.build"}}' "$image" 2>/dev/null || true)
+if [ "$current" = "$hash" ]; then
   echo "build-redis-image: $image is current ($hash)" >&2; exit 0
 fi
 root=$(mktemp -d); trap 'rm -rf "$root"' EXIT
@@ -24,7 +25,9 @@ for l in $libs; do
 done
 echo 'root:x:0:0:root:/data:/bin/false' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
+entrypoint='["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no",'
+entrypoint+=' "--save", "", "--appendonly", "no", "--dir", "/data", "--repl-diskless-sync-delay", "0"]'
 tar -C "$root" -c . | docker import \
-  -c 'ENTRYPOINT ["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", "/data", "--repl-diskless-sync-delay", "0"]' \
+  -c "ENTRYPOINT $entrypoint" \
   -c 'EXPOSE 6379' -c "LABEL medic.build=$hash" - "$image" >/dev/null
 echo "build-redis-image: built $image ($hash)" >&2

@@ -20,8 +20,8 @@ import support_lb
 
 def _distribution(samples):
     v = sorted(samples)
-    return {"median": round(statistics.median(v), 3), "p90": round(v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))], 3),
-            "trials": len(v)}
+    p90 = v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]
+    return {"median": round(statistics.median(v), 3), "p90": round(p90, 3), "trials": len(v)}
 
 
 def lb_render_1000(b, n=1000, trials=5):
@@ -40,7 +40,8 @@ def lb_render_1000(b, n=1000, trials=5):
     d = _distribution(samples)
     from bench import Row
     return [Row("lb_render_1000_s", d, "s", "<= 0.5",
-                "medic-lb plan + nginx-http render, 1,000 services x 2 passing instances (%d KB)" % (len(text) // 1024))]
+                "medic-lb plan + nginx-http render, 1,000 services x 2 passing instances (%d KB)"
+                % (len(text) // 1024))]
 
 
 def lb_reload_after_change(b, trials=10):

@@ -39,7 +39,8 @@ def test_failing_or_unreachable_replicas_are_not_candidates():
 
 def test_no_healthy_replica_does_nothing_but_alert():
     # a fresh empty instance (heal's replacement) is standalone: never promoted over lost data
-    nodes = [node("b", 7002, "slave", rep(99), passing=False), node("n", 7005, "slave", Probe("master", 0, None, None, None))]
+    nodes = [node("b", 7002, "slave", rep(99), passing=False),
+             node("n", 7005, "slave", Probe("master", 0, None, None, None))]
     d = decide(nodes, {"master": "a"})
     assert (d.action, d.master, d.promote, d.retag_slave, d.replicate, d.record, d.alert) == (
         "hold", None, None, (), (), None, True)
