@@ -28,6 +28,7 @@ class ApplyError(MedicError):
     """The candidate failed its check, or the reload failed: CRITICAL, output not replaced
     (check) or replaced but not loaded (reload)."""
     kind = "apply"
+    written = False  # True when the output was replaced but the reload failed
 
 
 def substitute(argv, path):
@@ -80,9 +81,14 @@ class Applier:
         self.out = os.path.abspath(out)
         self.check_cmd, self.reload_cmd = check_cmd, reload_cmd
 
-    def apply(self, text):
-        """Returns Result; raises ApplyError (check or reload failed) or OSError (cannot write)."""
+    def apply(self, text, reload_pending=False):
+        """Returns Result; raises ApplyError (check or reload failed) or OSError (cannot write).
+
+        `reload_pending`: the last reload failed, so an unchanged output is reloaded again."""
         if read_text(self.out) == text:
+            if reload_pending and self.reload_cmd:
+                self._reload()
+                return Result(False, False, True, "output unchanged, reloaded again (the last reload failed)")
             return Result(False, False, False, "output unchanged: not written, not reloaded")
         d, base = os.path.split(self.out)
         fd, cand = tempfile.mkstemp(prefix="." + base + ".medic-lb-", dir=d)
@@ -107,10 +113,18 @@ class Applier:
                 except OSError:
                     pass
         if self.reload_cmd:
-            _run(substitute(self.reload_cmd, self.out), "reload (output written)")
+            self._reload()
         how = "checked, " if self.check_cmd else ""
         return Result(True, True, bool(self.reload_cmd),
                       "output %swritten%s" % (how, ", reloaded" if self.reload_cmd else " (no --reload-cmd)"))
+
+
+    def _reload(self):
+        try:
+            _run(substitute(self.reload_cmd, self.out), "reload (output written)")
+        except ApplyError as e:
+            e.written = True
+            raise
 
 
 def _fsync_dir(d):
@@ -132,25 +146,30 @@ class State:
     def __init__(self, path):
         self.path = path
 
+    EMPTY = {"servers": {}, "degraded": [], "reload_pending": False}
+
     def load(self):
-        """{"servers": {service: [server]}, "degraded": [service]}; a missing or bad file is empty."""
+        """{"servers": {service: [server]}, "degraded": [service], "reload_pending": bool};
+        a missing or bad file is empty."""
         raw = read_text(self.path)
         if not raw:
-            return {"servers": {}, "degraded": []}
+            return dict(self.EMPTY)
         try:
             data = json.loads(raw)
             servers = data.get("servers") or {}
             if not isinstance(servers, dict):
                 raise ValueError("servers is not an object")
-            return {"servers": servers, "degraded": list(data.get("degraded") or [])}
+            return {"servers": servers, "degraded": list(data.get("degraded") or []),
+                    "reload_pending": bool(data.get("reload_pending"))}
         except (ValueError, AttributeError):
-            return {"servers": {}, "degraded": []}
+            return dict(self.EMPTY)
 
-    def save(self, servers, degraded):
+    def save(self, servers, degraded, reload_pending=False):
         d, base = os.path.split(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix="." + base + ".", dir=d)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"servers": servers, "degraded": sorted(degraded)}, f, sort_keys=True, indent=1)
+            json.dump({"servers": servers, "degraded": sorted(degraded), "reload_pending": reload_pending}, f,
+                      sort_keys=True, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

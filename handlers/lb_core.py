@@ -42,17 +42,19 @@ class Renderer:
         rec = {"kind": "lb", "out": self.applier.out, "services": len(p.services),
                "servers": sum(len(s.servers) for s in p.services),
                "kept": [n for n, _ in p.kept], "omitted": [n for n, _ in p.omitted]}
-        try:
-            result = self.applier.apply(text)
-        except (lb_apply.ApplyError, OSError) as e:
-            why = str(e) if isinstance(e, lb_apply.ApplyError) else "cannot write %s: %s" % (
-                self.applier.out, e.strerror or e)
-            self._audit(dict(rec, action="reject", reason=why))
-            return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, why))
         degraded = [n for n, _ in p.kept] + [n for n, _ in p.omitted]
         # the last good servers: what the output now holds, plus earlier ones of services left out
         servers = dict(saved["servers"])
         servers.update(p.state)
+        try:
+            result = self.applier.apply(text, saved.get("reload_pending", False))
+        except (lb_apply.ApplyError, OSError) as e:
+            why = str(e) if isinstance(e, lb_apply.ApplyError) else "cannot write %s: %s" % (
+                self.applier.out, e.strerror or e)
+            if getattr(e, "written", False):  # the output is new, the server did not load it: retry next run
+                self.state.save(servers, degraded, reload_pending=True)
+            self._audit(dict(rec, action="reject", reason=why, written=getattr(e, "written", False)))
+            return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, why))
         self.state.save(servers, degraded)
         self._alert_new(degraded, set(saved["degraded"]), p)
         took = self.clock() - t0

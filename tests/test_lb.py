@@ -169,16 +169,32 @@ def test_applier_checks_writes_atomically_and_reloads_only_on_change(tmp_path):
     with pytest.raises(lb_apply.ApplyError, match="output not replaced"):
         a.apply("bad 2\n")
     assert out.read_text() == "good 1\n" and count.read_text() == "x"
-    assert os.listdir(tmp_path) == sorted(["lb.conf", "reloads"]) or set(os.listdir(tmp_path)) == {"lb.conf", "reloads"}
+    assert set(os.listdir(tmp_path)) == {"lb.conf", "reloads"}  # no candidate left behind
+
+
+def test_a_failed_reload_is_retried_on_the_next_unchanged_run(tmp_path):
+    out, count, fail = tmp_path / "lb.conf", tmp_path / "reloads", tmp_path / "fail"
+    reload_cmd = [sys.executable, "-c", "import os, sys; open(sys.argv[1], 'a').write('x'); "
+                  "sys.exit(os.path.exists(sys.argv[2]))", str(count), str(fail)]
+    a = lb_apply.Applier(str(out), None, reload_cmd)
+    fail.write_text("")
+    with pytest.raises(lb_apply.ApplyError) as e:
+        a.apply("v1\n")
+    assert e.value.written and out.read_text() == "v1\n"
+    fail.unlink()
+    assert a.apply("v1\n").reloaded is False                      # nobody said the reload failed
+    r = a.apply("v1\n", reload_pending=True)
+    assert (r.written, r.reloaded) == (False, True) and count.read_text() == "xx"
 
 
 def test_state_roundtrip_and_bad_file(tmp_path):
     st = lb_apply.State(str(tmp_path / "s.json"))
-    assert st.load() == {"servers": {}, "degraded": []}
-    st.save({"web": [{"id": "a"}]}, ["web"])
-    assert st.load() == {"servers": {"web": [{"id": "a"}]}, "degraded": ["web"]}
+    empty = {"servers": {}, "degraded": [], "reload_pending": False}
+    assert st.load() == empty
+    st.save({"web": [{"id": "a"}]}, ["web"], reload_pending=True)
+    assert st.load() == {"servers": {"web": [{"id": "a"}]}, "degraded": ["web"], "reload_pending": True}
     (tmp_path / "s.json").write_text("{not json")
-    assert st.load() == {"servers": {}, "degraded": []}
+    assert st.load() == empty
 
 
 def test_coalesce_waits_for_quiet_but_not_past_max():
