@@ -45,7 +45,7 @@ class RedisWorld:
             json.dump(watch, f)
         self.agent.start()
         self.registrar = support_register.Daemon(self.agent.addr, token, resync=30,
-                                                 env={"MEDIC_AUDIT_LOG": self.audit_log}).start()
+                                                 audit_log=self.audit_log).start()
         self.nginx = self.lb = None
         self.containers = []
 
