@@ -21,8 +21,10 @@ def build():
     @click.command(help=__doc__.split("\n\n")[0])
     @click.argument("service")
     @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @click.option("--lock-wait", "lock_wait", type=float, default=10.0, show_default=True, metavar="SECONDS",
+                  help="Wait this long for another operation's service lock before giving up.")
     @options.common
-    def cmd(service, audit_log, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+    def cmd(service, audit_log, lock_wait, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
         from . import alerts, audit, failover_core, settings
         from .errors import UsageError
         if not service or "/" in service:
@@ -30,8 +32,10 @@ def build():
         s = settings.resolve(consul_addr, token, token_file, consul_timeout)
         env_name = settings.environment(env)
         log = audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token])
+        if lock_wait < 0:
+            raise UsageError("--lock-wait must be >= 0 seconds")
         return failover_core.run(s, env_name, service, log,
-                                 lambda event: alerts.emit(event, log, specs, env_name, s))
+                                 lambda event: alerts.emit(event, log, specs, env_name, s), lock_wait=lock_wait)
 
     return cmd
 

@@ -3,8 +3,9 @@
     run(settings, env, service, audit, alert, tagger) -> Outcome
 
 Takes the per-service lock with operation "failover" (lock.held), so medic-heal, a rollout or
-a drain never act on the service at the same time; a held lock or a pause is a deliberate
-non-action (audited, exit 0). Then observes fresh (Consul health + INFO replication of every
+a drain never act on the service at the same time. A lock held by another operation is waited
+for (polled every 0.2 s, up to --lock-wait, 10 s): a lost master is urgent, and heal releases
+within a scale action. Still held, or the service paused: a deliberate non-action (audited, exit 0). Then observes fresh (Consul health + INFO replication of every
 passing instance), calls the pure failover_decide.decide(), and executes in this order:
 
   1. tag slave (medic-tag's machinery: the role in KV, surviving resyncs) every instance that
@@ -24,46 +25,59 @@ from . import failover_decide, failover_io, lock, runtime
 from .status import Outcome, Status
 
 
-def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monotonic):
+LOCK_WAIT = 10.0  # seconds a failover waits for heal/rollout/drain to release the service lock
+
+
+def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monotonic, lock_wait=LOCK_WAIT,
+        sleep=time.sleep):
     from . import settings as settings_mod
-    from .lighthttp import Connection
     t0 = clock()
     if tagger is None:
         tagger = medic_tag(s, env, audit)
     client = settings_mod.make_client(s)
     rec = {"kind": "failover", "service": service, "env": env}
-    with lock.held(client, env, service, "failover") as got:
-        if not got:
-            holder = lock.ServiceLock(client, env, service).holder() or {}
-            why = "lock held by %s (%s): not acting" % (holder.get("operation", "?"), holder.get("host", "?"))
+    while True:  # a lost master is urgent: wait a little for another operation's lock, then give up
+        with lock.held(client, env, service, "failover") as got:
+            if got:
+                return _locked(s, env, service, audit, alert, tagger, clock, t0, rec)
+        if clock() - t0 >= lock_wait:
+            break
+        sleep(0.2)
+    holder = lock.ServiceLock(client, env, service).holder() or {}
+    why = "lock held by %s (%s) for %.0f s: not acting" % (holder.get("operation", "?"), holder.get("host", "?"),
+                                                           lock_wait)
+    _audit(audit, dict(rec, action="hold", reason=why))
+    return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
+
+
+def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
+    from .lighthttp import Connection
+    with Connection(s) as conn:
+        consul = failover_io.Consul(conn, env, service)
+        paused = consul.paused()
+        if paused:
+            why = "paused (%s): not acting" % (paused.get("reason") or "no reason given")
             _audit(audit, dict(rec, action="hold", reason=why))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
-        with Connection(s) as conn:
-            consul = failover_io.Consul(conn, env, service)
-            paused = consul.paused()
-            if paused:
-                why = "paused (%s): not acting" % (paused.get("reason") or "no reason given")
-                _audit(audit, dict(rec, action="hold", reason=why))
-                return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
-            nodes = consul.nodes()
-            record = consul.record()
-            d = failover_decide.decide(nodes, record)
-            seen = [{"id": n.id, "tag": n.tag, "passing": n.passing,
-                     "redis": n.probe._asdict() if n.probe else None} for n in nodes]
-            rec.update(action=d.action, master=d.master, promote=d.promote, retag_slave=list(d.retag_slave),
-                       replicate=list(d.replicate), record_before=record, seen=seen, reason=d.reason)
-            if d.action == "hold":
-                _audit(audit, rec)
-                _alert(alert, "critical", service, env, d)
-                return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, "%s: %s" % (service, d.reason)))
-            steps = []
-            try:
-                _execute(d, {n.id: n for n in nodes}, consul, tagger, steps)
-            except Exception as e:
-                msg = "%s: %s failed after %s: %s" % (service, d.action, ", ".join(steps) or "no step", e)
-                _audit(audit, dict(rec, steps=steps, error=str(e), result="failed"))
-                _alert(alert, "critical", service, env, d, msg)
-                return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, msg))
+        nodes = consul.nodes()
+        record = consul.record()
+        d = failover_decide.decide(nodes, record)
+        seen = [{"id": n.id, "tag": n.tag, "passing": n.passing,
+                 "redis": n.probe._asdict() if n.probe else None} for n in nodes]
+        rec.update(action=d.action, master=d.master, promote=d.promote, retag_slave=list(d.retag_slave),
+                   replicate=list(d.replicate), record_before=record, seen=seen, reason=d.reason)
+        if d.action == "hold":
+            _audit(audit, rec)
+            _alert(alert, "critical", service, env, d)
+            return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, "%s: %s" % (service, d.reason)))
+        steps = []
+        try:
+            _execute(d, {n.id: n for n in nodes}, consul, tagger, steps)
+        except Exception as e:
+            msg = "%s: %s failed after %s: %s" % (service, d.action, ", ".join(steps) or "no step", e)
+            _audit(audit, dict(rec, steps=steps, error=str(e), result="failed"))
+            _alert(alert, "critical", service, env, d, msg)
+            return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, msg))
     took = round(clock() - t0, 3)
     _audit(audit, dict(rec, steps=steps, result="done", seconds=took))
     if d.alert:

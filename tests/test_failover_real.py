@@ -112,3 +112,38 @@ def test_master_lost_with_no_healthy_replica_does_nothing_but_alert(world):
     alerts = [x for x in audit.read(world.audit_log) if x.get("kind") == "notify"
               and x["event"].get("action") == "failover:hold"]
     assert alerts and alerts[-1]["event"]["kind"] == "critical"
+
+
+def test_a_second_instance_tagged_master_is_demoted(world):
+    for n in ("a", "b"):
+        world.run_redis(n)
+    m = world.settled(2)
+    other = [i for i in world.instances() if i[0] != m[0]][0]
+    r = support.run_medic("medic-tag", [other[0], "--add", "master", "--remove", "slave",
+                                        "--consul-addr", world.agent.addr])
+    assert r.returncode == 0, r.stdout + r.stderr
+    support.wait_for(lambda: [x for x in audit.read(world.audit_log)
+                              if x.get("kind") == "failover" and x.get("action") == "split_brain"
+                              and x.get("result") == "done"], 30, what="split brain resolved")
+    assert world.settled(2)[0] == m[0]
+    assert [i[0] for i in world.tagged("master")] == [m[0]]
+
+
+def test_failover_waits_for_the_heal_lock_then_acts(world):
+    from handlers import lock, settings
+    for n in ("a", "b"):
+        world.run_redis(n)
+    m = world.settled(2)
+    client = settings.make_client(settings.resolve(world.agent.addr))
+    victim = [c for c in world.containers if c.name == m[0].split(":")[1]][0]
+    with lock.held(client, None, world.service, "heal") as got:
+        assert got
+        victim.kill()
+        support.wait_for(lambda: m[0] not in [i[0] for i in world.instances()], 20, what="master deregistered")
+        time.sleep(3)
+        assert world.tagged("master") == [] and not [
+            x for x in audit.read(world.audit_log) if x.get("kind") == "failover" and x.get("action") == "failover"]
+    new = world.settled(1, timeout=30)
+    assert new[0] != m[0]
+    done = [x for x in audit.read(world.audit_log) if x.get("kind") == "failover" and x.get("action") == "failover"]
+    assert done and done[-1]["result"] == "done" and done[-1]["seconds"] >= 3
