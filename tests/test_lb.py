@@ -206,3 +206,27 @@ def test_coalesce_waits_for_quiet_but_not_past_max():
     for _ in range(3):
         q.put(("change", "x", 1))
     assert lb_view.coalesce(q, 0.0, 0.05, 1.0, clock) == 3
+
+
+@pytest.mark.parametrize("name,variables", [("nginx-http", {}), ("nginx-stream", {}), ("haproxy", {}),
+                                            ("haproxy", {"mode": "tcp"})])
+def test_the_servers_own_check_accepts_every_builtin_template(tmp_path, name, variables):
+    import subprocess
+
+    import support
+    import support_lb
+    nginx = name.startswith("nginx")
+    support.require(support_lb.nginx_available() if nginx else support_lb.haproxy_available(),
+                    "nginx" if nginx else "haproxy")
+    view = {"www.example.com": [inst("a", 81, address="127.0.0.1"), inst("b", 82, address="127.0.0.1")],
+            "redis": [inst("m", 6379, tags=["master"], address="127.0.0.1"),
+                      inst("s", 6380, tags=["slave"], address="127.0.0.1")]}
+    text = lb_render.render(lb_render.load_template(name), lb_render.plan(view, {}, env="test"),
+                            dict(variables, listen=str(support.free_port()), pid=str(tmp_path / "pid")))
+    conf = tmp_path / "lb.conf"
+    conf.write_text(text)
+    argv = ([support_lb.nginx_bin(), "-t", "-q", "-p", str(tmp_path) + "/", "-c", str(conf)] if nginx
+            else [support_lb.haproxy_bin(), "-c", "-q", "-f", str(conf)])
+    (tmp_path / "logs").mkdir()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr + text
