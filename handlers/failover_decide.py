@@ -10,6 +10,8 @@ or None) and `probe` what INFO replication said (None when Redis did not answer)
 Rules:
 - the master is the one passing, reachable instance tagged master. Two or more (split brain):
   keep the recorded one, else the reachable Redis master with the highest offset; demote the rest;
+- one tagged master whose Redis offset is behind a replica's (it restarted without its data, e.g. no
+  persistence): treated as lost before the replicas resync from it - promote the best replica;
 - none tagged master, but the recorded master passes and Redis says master: retag it;
 - none, no record: bootstrap - the instance with the highest offset (then the lowest ID) becomes
   master (a new service's replicas all start tagged slave from their labels);
@@ -24,7 +26,7 @@ then point the replicas.
 from collections import namedtuple
 
 Node = namedtuple("Node", "id address port tag passing probe")
-Probe = namedtuple("Probe", "role offset master_host master_port link")
+Probe = namedtuple("Probe", "role offset master_host master_port link replid", defaults=(None,))
 Decision = namedtuple("Decision", "action master promote retag_slave replicate record alert reason")
 
 ACTIONS = ("noop", "repair", "retag", "bootstrap", "failover", "split_brain", "hold")
@@ -55,6 +57,16 @@ def decide(nodes, record=None):
                                                                  master.id))
     elif tagged:
         master, action = tagged[0], "noop"
+        # replid: a master's own replication ID, a replica's is its master's; a master restarted
+        # without its data has a new one. Both conditions, so probes taken a moment apart under
+        # write load (a replica's offset read after the master's) never look like a restart.
+        ahead = [n for n in live if n.probe.role == "slave" and n.probe.offset > master.probe.offset
+                 and n.probe.replid and n.probe.replid != master.probe.replid]
+        if master.probe.role == "master" and ahead:
+            # a master behind its own replicas restarted without its data: promote, before they resync
+            old, master, action = master, _best(ahead), "failover"
+            why.append("master %s came back with offset %d, behind replica %s at %d (restarted without its "
+                       "data): promote %s" % (old.id, old.probe.offset, master.id, master.probe.offset, master.id))
     else:
         back = [n for n in live if n.id == recorded and n.probe.role == "master"]
         if back:

@@ -40,8 +40,8 @@ def probe(address, port, timeout=REDIS_TIMEOUT):
     role = info.get("role")
     if role == "slave":
         return Probe("slave", int(info.get("slave_repl_offset") or 0), str(info.get("master_host") or ""),
-                     int(info.get("master_port") or 0), info.get("master_link_status"))
-    return Probe("master", int(info.get("master_repl_offset") or 0), None, None, None)
+                     int(info.get("master_port") or 0), info.get("master_link_status"), info.get("master_replid"))
+    return Probe("master", int(info.get("master_repl_offset") or 0), None, None, None, info.get("master_replid"))
 
 
 def promote(address, port):

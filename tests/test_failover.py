@@ -1,11 +1,11 @@
 """medic-failover's pure decision, with literal data."""
 from handlers.failover_decide import Node, Probe, decide
 
-M = Probe("master", 100, None, None, None)
+M = Probe("master", 100, None, None, None, "R1")
 
 
-def rep(offset, host="10.0.0.1", port=7001, link="up"):
-    return Probe("slave", offset, host, port, link)
+def rep(offset, host="10.0.0.1", port=7001, link="up", replid="R1"):
+    return Probe("slave", offset, host, port, link, replid)
 
 
 def node(i, port, tag, probe, passing=True):
@@ -69,6 +69,23 @@ def test_split_brain_without_record_keeps_the_highest_offset():
              node("b", 7002, "master", Probe("master", 120, None, None, None))]
     d = decide(nodes, None)
     assert d.master == "b" and d.retag_slave == ("a",)
+
+
+def test_master_restarted_empty_is_replaced_before_replicas_resync():
+    nodes = [node("a", 7001, "master", Probe("master", 0, None, None, None, "R2")),
+             node("b", 7002, "slave", rep(500, link="down")), node("c", 7003, "slave", rep(480, link="down"))]
+    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001"})
+    assert d.action == "failover" and d.master == "b" and d.promote == "b"
+    assert d.retag_slave == ("a",) and d.replicate == ("a", "c") and d.alert
+    assert "master a came back with offset 0, behind replica b at 500" in d.reason
+
+
+def test_a_replica_probed_after_a_busy_master_is_not_a_restart():
+    # same replication ID: the replica's offset was read a moment after the master's
+    nodes = [node("a", 7001, "master", Probe("master", 100, None, None, None, "R1")),
+             node("b", 7002, "slave", rep(130))]
+    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001"})
+    assert d.action == "noop" and d.master == "a"
 
 
 def test_a_failing_instance_tagged_master_is_retagged_too():
