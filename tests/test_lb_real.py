@@ -179,3 +179,29 @@ def test_haproxy_validates_and_routes(lbworld, docker_client, haproxy_bin):
     url = "http://127.0.0.1:%d/who" % port
     assert support.wait_for(lambda: support_lb.get(url, svc) == (200, c1.name), 20, what="haproxy routes")
     assert support_lb.get(url, "other.example")[0] == 503
+
+
+def test_as_a_consul_watch_handler(consul_factory, tmp_path, unique, nginx_bin):
+    """The agent's `service` watch runs medic-lb --once with the payload on stdin; it re-reads Consul."""
+    import json
+    svc = "wh-lb-%s" % unique
+    out = tmp_path / "nginx.conf"
+    ngx = support_lb.Nginx(tmp_path, out)
+    agent = consul_factory(start=False, env={"MEDIC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MEDIC_NOTIFY": "off"})
+    watch = {"watches": [{"type": "service", "service": svc, "args": [
+        os.path.join(support.BIN, "medic-lb"), "--once", "--consul-addr", agent.addr, "--template", "nginx-http",
+        "--out", str(out), "--service", svc, "--var", "listen=127.0.0.1:%d" % support.free_port(),
+        "--check-cmd", ngx.check_cmd()]}]}
+    with open(os.path.join(agent.config_dir, "10-lb.json"), "w") as f:
+        json.dump(watch, f)
+    agent.start()
+    agent.register_ttl("i1-" + unique, svc, port=8081)
+    support.wait_for(lambda: out.exists() and ":8081;" in out.read_text(), 30, what="rendered by the watch")
+    agent.register_ttl("i2-" + unique, svc, port=8082)
+    support.wait_for(lambda: ":8082;" in out.read_text(), 30, what="second instance rendered")
+    agent.set_ttl("i1-" + unique, "critical")
+    support.wait_for(lambda: ":8081;" not in out.read_text(), 30, what="failing instance removed")
+    agent.set_ttl("i2-" + unique, "critical")
+    support.wait_for(lambda: [x for x in audit.read(str(tmp_path / "audit.jsonl"))
+                              if x.get("kind") == "lb" and x.get("kept") == [svc]], 30, what="a degraded run")
+    assert ":8082;" in out.read_text()      # the last good server stays
