@@ -241,6 +241,9 @@ def run(opts, argv0=None):
     env = settings.environment(opts.get("env"))
     specs_dir = os.path.abspath(spec.specs_dir(opts.get("specs")))
     specs = spec.load_dir(specs_dir, env)
+    if opts.get("acl_policy"):  # site: least-privilege ACL rules per role (handlers/acl.py)
+        from . import acl
+        return acl.policy_outcome(opts["acl_policy"], specs, env)
     if opts.get("check"):
         lines = ["%s: %d instances, %s mode (%s)" % (n, s.instances, s.check.mode, s.path) for n, s in specs.items()]
         return Outcome(Status.OK, runtime.status_line(Status.OK, "%d specs valid in %s" % (len(specs), specs_dir))
@@ -279,6 +282,9 @@ def command():
     @click.option("--reconcile-interval", "reconcile_interval", metavar="DURATION", default="30s",
                   show_default=True, help="How often medic-heal --all runs.")
     @click.option("--check", "check", is_flag=True, help="Validate the specs only; write nothing.")
+    @click.option("--acl-policy", "acl_policy", metavar="ROLE[@NODE]",
+                  help="Print the least-privilege Consul ACL rules (HCL) for monitor, registrar or reader "
+                       "[NODE: default this host's name]; write nothing.")
     @options.common
     def cmd(**opts):
         return run(opts)
