@@ -195,3 +195,27 @@ def policy_outcome(raw, specs, env):
     role, node = parse_role(raw, socket.gethostname())
     envs = [env] if env else sorted({e for s in specs.values() for e in s.environments} | {"default"})
     return Outcome(Status.OK, policy(role, [s.service for s in specs.values()], envs, node))
+
+
+def recheck(st, services, connection_factory=None):
+    """Batch mode: {name: service} whose count came out short -> {name: UNKNOWN Outcome} for
+    those whose answer ACLs may have filtered. One request for all of them."""
+    from .lighthttp import Connection
+    from .runtime import status_line
+    from .status import Outcome, Status
+
+    perms = [("node", "", "read")] + [("service", s, "read") for s in sorted(set(services.values()))]
+    try:
+        with (connection_factory or Connection)(st) as conn:
+            missing = set(denied(conn, perms))
+            source = _source(conn)
+    except ConsulError as e:
+        line = status_line(Status.UNKNOWN, "%s: %s" % (e.kind, e))
+        return {name: Outcome(Status.UNKNOWN, line) for name in services}
+    out = {}
+    for name, service in services.items():
+        lacks = [p for p in (("service", service, "read"), ("node", "", "read")) if p in missing]
+        if lacks:
+            out[name] = Outcome(Status.UNKNOWN, status_line(Status.UNKNOWN, "acl: token (%s) lacks %s: %s" % (
+                source, ", ".join(describe(p) for p in lacks), WHY)))
+    return out

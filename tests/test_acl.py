@@ -313,3 +313,20 @@ def test_fallback_probe_on_acl_agent(acl_agent, world):
         st = settings.resolve(acl_agent.addr, token=token, environ={})
         with lighthttp.Connection(st) as conn:
             assert len(acl._denied_fallback(conn, acl.service_read(world["service"]))) == expect, token
+
+
+@pytest.mark.consul
+def test_batch_check_says_unknown_for_what_acls_hide(acl_agent, world, tmp_path):
+    svc, specs, tok = world["service"], world["specs"], world["tokens"]
+    for i in (1, 2):
+        register_ttl(acl_agent, "%s-%d" % (svc, i), svc)
+    try:
+        r = run("medic-check", ["--all", "--specs", specs], acl_agent, tok["monitor"])
+        assert r.returncode == 0 and "1 ok" in r.stdout, r.stdout
+        for t in (None, tok["weak"]):
+            r = run("medic-check", ["--all", "--specs", specs], acl_agent, t)
+            assert r.returncode == 3 and "1 unknown" in r.stdout and "0 critical" in r.stdout, r.stdout
+            assert "acl: token" in r.stdout and "lacks" in r.stdout, r.stdout
+    finally:
+        for i in (1, 2):
+            deregister(acl_agent, "%s-%d" % (svc, i))
