@@ -112,11 +112,17 @@ def require(conn, perms, why=WHY):
 
 
 def require_settings(st, perms, why=WHY):
-    """`require` over a fresh light connection built from ConsulSettings."""
+    """`require` over a fresh light connection built from ConsulSettings. Only a denial raises:
+    an unreachable Consul is left to the caller's own reads, which say so (and audit it)."""
     from .lighthttp import Connection
 
-    with Connection(st) as conn:
-        require(conn, perms, why)
+    try:
+        with Connection(st) as conn:
+            require(conn, perms, why)
+    except AclDenied:
+        raise
+    except ConsulError:
+        pass
 
 
 def _source(conn):
