@@ -5,6 +5,7 @@
 #   docker.io          from Debian 12; dockerd started in the background if no engine answers
 #   docker compose v2  from the Debian 13 docker-compose .deb, as a Docker CLI plugin
 #   busybox-static     for the demo image (no registry is reachable)
+#   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/test_install.py)
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -76,6 +77,16 @@ install_busybox() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
 }
 
+install_site_tools() {  # site: the unit and install tests (tests/test_install.py)
+  local missing=()
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} = 0 ]; then log "systemd-analyze and python3 venv present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 start_dockerd() {
@@ -105,6 +116,7 @@ start_dockerd() {
 install_consul
 install_docker
 install_busybox
+install_site_tools
 start_dockerd
 install_compose
 "$(dirname "$0")/build-image.sh"
