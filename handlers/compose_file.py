@@ -68,7 +68,10 @@ def check(specs, docker="docker", timeout=TIMEOUT, renderer=None):
     for s in compose:
         key = (s.scale.file, s.scale.project)
         if key not in rendered:
-            rendered[key] = (renderer or render)(s.scale.file, s.scale.project, exe, timeout)
+            try:
+                rendered[key] = (renderer or render)(s.scale.file, s.scale.project, exe, timeout)
+            except SpecError as e:
+                raise SpecError("%s: $.scale.file: %s" % (s.path, e)) from None
         why = refusal(rendered[key], s.scale.service)
         if why:
             raise SpecError("%s: $.scale.file: %s %s" % (s.path, s.scale.file, why))

@@ -81,6 +81,7 @@ def test_medic_config_refuses_a_missing_compose_file(compose_cli, tmp_path, uniq
     support_heal.write_spec(specs, "site-%s.example" % unique, "site%s" % unique, file=str(tmp_path / "nope.yml"))
     r = _config(specs, tmp_path, "--check")
     assert r.returncode == 3 and "docker compose cannot read it" in r.stdout and len(r.stdout.splitlines()) == 1
+    assert "site-%s.example.json: $.scale.file: " % unique in r.stdout
 
 
 def test_without_docker_cli_it_says_so(tmp_path, unique):

@@ -90,8 +90,12 @@ def test_decoy_handlers_packages_do_not_shadow_ours(prefix, tmp_path):
     # ours, run by name from PATH (the other venv's bin comes first) and by full path, still works
     specs = tmp_path / "specs"
     specs.mkdir()
-    shutil.copy(os.path.join(prefix, "share", "consul-medic", "examples", "www.example.com.json.example"),
-                specs / "www.example.com.json")
+    examples = os.path.join(prefix, "share", "consul-medic", "examples")
+    with open(os.path.join(examples, "www.example.com.json.example")) as f:
+        doc = json.load(f)
+    doc["scale"]["file"] = str(tmp_path / "compose.yml")
+    (specs / "www.example.com.json").write_text(json.dumps(doc))
+    shutil.copy(os.path.join(examples, "compose.yml.example"), tmp_path / "compose.yml")
     env["PATH"] = env["PATH"] + os.pathsep + os.path.join(prefix, "bin")
     for exe in ("medic-config", os.path.join(prefix, "bin", "medic-config")):
         r = subprocess.run([exe, "--specs", str(specs), "--check"], capture_output=True, text=True,
