@@ -283,6 +283,13 @@ def test_register_and_heal_with_role_tokens_and_without(acl_agent, world, tmp_pa
         assert r.returncode == 0 and "noop" in r.stdout, r.stdout + r.stderr
         assert sorted(c.id for c in support_heal.running(docker_client, project)) == ids
         assert acl_agent.api("/v1/session/node/" + acl_agent.node) == [], "lock session left behind"
+        # and a real heal with nothing but the monitor rules: lock, observe, scale, history
+        docker_client.containers.get(ids[0]).kill()
+        r = run("medic-heal", heal, acl_agent, tok["monitor"])
+        assert r.returncode == 0 and "heal(" in r.stdout and "scaled" in r.stdout, r.stdout + r.stderr
+        assert len(support_heal.running(docker_client, project)) == 2
+        assert kv_keys(acl_agent, "medic/default/history/" + svc), "history not written"
+        assert acl_agent.api("/v1/session/node/" + acl_agent.node) == [], "lock session left behind"
     finally:
         support_heal.compose_down(project, file=str(cfile))
         for e in acl_agent.api("/v1/agent/services").values():
@@ -323,6 +330,14 @@ def test_batch_check_says_unknown_for_what_acls_hide(acl_agent, world, tmp_path)
     try:
         r = run("medic-check", ["--all", "--specs", specs], acl_agent, tok["monitor"])
         assert r.returncode == 0 and "1 ok" in r.stdout, r.stdout
+        # --ttl: the monitor rules may update the TTL check medic:<service> on service `medic`
+        acl_agent.api("/v1/agent/service/register", "PUT", {
+            "ID": "medic", "Name": "medic", "Checks": [{"CheckID": "medic:" + svc, "Name": "count", "TTL": "1m"}]})
+        r = run("medic-check", ["--all", "--ttl", "--specs", specs], acl_agent, tok["monitor"])
+        assert r.returncode == 0 and "written=1" in r.stdout, r.stdout
+        assert acl_agent.api("/v1/agent/checks")["medic:" + svc]["Status"] == "passing"
+        r = run("medic-check", ["--all", "--ttl", "--specs", specs], acl_agent, tok["reader"])
+        assert r.returncode == 3 and "permission denied" in r.stdout.lower(), r.stdout
         for t in (None, tok["weak"]):
             r = run("medic-check", ["--all", "--specs", specs], acl_agent, t)
             assert r.returncode == 3 and "1 unknown" in r.stdout and "0 critical" in r.stdout, r.stdout
@@ -330,3 +345,4 @@ def test_batch_check_says_unknown_for_what_acls_hide(acl_agent, world, tmp_path)
     finally:
         for i in (1, 2):
             deregister(acl_agent, "%s-%d" % (svc, i))
+        deregister(acl_agent, "medic")
