@@ -346,3 +346,66 @@ def test_batch_check_says_unknown_for_what_acls_hide(acl_agent, world, tmp_path)
         for i in (1, 2):
             deregister(acl_agent, "%s-%d" % (svc, i))
         deregister(acl_agent, "medic")
+
+
+class _Canned:
+    """A loopback HTTP server answering every request with one status and body (error paths)."""
+
+    def __init__(self, status, body):
+        import http.server
+        import threading
+
+        canned = (status, body.encode())
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                self.send_response(canned[0])
+                self.send_header("Content-Length", str(len(canned[1])))
+                self.end_headers()
+                self.wfile.write(canned[1])
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self):
+        return "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status,body,outcome", [
+    (401, "ACL support disabled", []),
+    (401, "Unauthorized", "HTTP 401"),            # e.g. an auth proxy: never read as "ACLs off"
+    (500, "boom", "HTTP 500"),
+    (200, "[]", "unexpected answer"),             # an answer that does not match the question
+    (200, "not json", "not JSON"),
+    (403, "ACL not found", "rejects the token"),
+    (404, "no such endpoint", []),                # older Consul: the fallback probes (404: not denied)
+])
+def test_probe_error_paths(status, body, outcome):
+    from handlers import lighthttp, settings
+    from handlers.errors import ConsulError
+
+    srv = _Canned(status, body)
+    try:
+        st = settings.resolve(srv.addr, environ={})
+        with lighthttp.Connection(st) as conn:
+            if isinstance(outcome, list):
+                assert acl.denied(conn, acl.service_read("web")) == outcome
+            else:
+                with pytest.raises(ConsulError) as e:
+                    acl.denied(conn, acl.service_read("web"))
+                assert outcome in str(e.value)
+    finally:
+        srv.close()
