@@ -2,15 +2,17 @@
 #   make demo    the self-heal story end to end on this machine (root, Debian/Ubuntu)
 #   make test    the whole suite: unit, real Consul, real Docker
 #   make bench   the speed figures (a table, and bench-results.json)
+#   make install PREFIX=/opt/consul-medic   a production install in its own virtualenv
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+PREFIX ?= /opt/consul-medic
 
-.PHONY: help venv testbed test unit demo demo-down demo-failover bench clean consul-up consul-down config
+.PHONY: help venv testbed test unit demo demo-down demo-failover bench clean consul-up consul-down config install
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 $(BIN)/medic-check: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,10 @@ demo-failover: testbed venv
 
 bench: testbed venv
 	$(BIN)/python tests/bench.py
+
+# Its own virtualenv under PREFIX, executables in PREFIX/bin, not editable (docs/production.md).
+install:
+	bash deploy/install.sh "$(PREFIX)" "$(PYTHON)"
 
 consul-up: venv
 	bash testbed/consul.sh up $(or $(MODE),dev)

@@ -7,6 +7,7 @@
 #   busybox-static     for the demo image (no registry is reachable)
 #   nginx (+ stream module), haproxy, redis-server, redis-tools: medic-lb / medic-failover tests;
 #                      installed with their services NOT started (tests run their own processes)
+#   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/test_install.py)
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -92,6 +93,14 @@ install_lb_parts() {  # medic-lb and medic-failover: real nginx 1.22, HAProxy 2.
     [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
   [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
   return 0
+install_site_tools() {  # site: the unit and install tests (tests/test_install.py)
+  local missing=()
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} = 0 ]; then log "systemd-analyze and python3 venv present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -123,6 +132,7 @@ start_dockerd() {
 install_consul
 install_docker
 install_busybox
+install_site_tools
 start_dockerd
 install_compose
 install_lb_parts
