@@ -37,7 +37,12 @@ demo: testbed venv
 demo-down:
 	bash testbed/demo.sh down
 
-bench: testbed venv
+# the bench extra (matplotlib, for the time-to-heal picture) only where `make bench` runs
+$(VENV)/.bench-extra: $(BIN)/medic-check setup.cfg
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	@touch $@
+
+bench: testbed venv $(VENV)/.bench-extra
 	$(BIN)/python tests/bench.py
 
 consul-up: venv
