@@ -83,7 +83,7 @@ def last_records(path, limit=AUDIT_TAIL):
 
 def row(sp, env, conn_opts, engine, records, now):
     """Observe one service (read-only) -> dict of COLUMNS plus detail. Never raises MedicError."""
-    from . import check, decide, lighthttp, observe, settings
+    from . import count, decide, lighthttp, observe, settings
     from .errors import MedicError
 
     r = {"env": env or "default", "service": sp.service, "desired": sp.instances, "passing": None,
@@ -109,7 +109,7 @@ def row(sp, env, conn_opts, engine, records, now):
         if hist.actions:
             a = hist.actions[-1]
             r["last_action"] = {"time": _iso(a.time), "kind": a.kind, "target": a.target, "result": a.result}
-        r["state"] = check.compare(r["passing"], sp.instances).name
+        r["state"] = count.compare(r["passing"], sp.instances).name
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
     return r
