@@ -144,13 +144,17 @@ class _Engine:
     def __init__(self):
         self._client, self._tried, self.error = None, False, None
 
+    def close(self):
+        if self._client is not None and hasattr(self._client, "close"):
+            self._client.close()
+
     def get(self):
         if not self._tried:
             self._tried = True
-            from . import observe
+            from . import engine
             from .errors import MedicError
             try:
-                self._client = observe.engine_client()
+                self._client = engine.client()  # the light client; the docker SDK only for Swarm specs
             except MedicError as e:
                 self.error = str(e)
         return self._client
@@ -166,6 +170,8 @@ def run(specs, env, all_envs, conn_opts, audit_path, as_json, use_engine, clock=
     for e in environments(specs_dir, env, all_envs):
         for sp in spec.load_dir(specs_dir, e).values():
             rows.append(row(sp, e, conn_opts, engine, records, clock()))
+    if engine is not None:
+        engine.close()
     status = max((Status[r["state"]] for r in rows), default=Status.OK)
     if as_json:
         text = json.dumps({"status": status.name, "engine_error": engine.error if engine else None,
