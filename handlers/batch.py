@@ -8,9 +8,10 @@ interval. The batch mode costs one:
             their current status and output)
           1 x `GET /v1/internal/ui/nodes?stale` per distinct Consul address (normally
             one): every node with its services and checks in one answer
-  writes  `PUT /v1/agent/check/pass|warn|fail/medic:<service>?note=<output>` on one
-          keep-alive connection to the local agent, only for checks whose status or
-          output changed, or whose last write is `--refresh` seconds old.
+  writes  `PUT /v1/agent/check/update/medic:<service>` with the JSON body
+          `{"Status": ..., "Output": ...}` (the output travels as JSON, not %-encoded
+          in the URL) on one keep-alive connection to the local agent, only for checks
+          whose status or output changed, or whose last write is `--refresh` seconds old.
 
 The node dump is read by `handlers/nodedump.py` (an internal API, see there). If an
 agent answers it with 404/405 or an unexpected shape, the
@@ -35,6 +36,7 @@ CHECKS_PATH = "/v1/agent/checks"
 MEDIC_SERVICE_ID = "medic"
 VERB = {Status.OK: ("pass", "passing"), Status.WARNING: ("warn", "warning"),
         Status.CRITICAL: ("fail", "critical"), Status.UNKNOWN: ("fail", "critical")}
+STATUS_OF_VERB = {"pass": "passing", "warn": "warning", "fail": "critical"}
 
 
 def check_id(service):
@@ -183,10 +185,13 @@ def observe(conn, specs):
 
 def evaluate_all(specs, opts, connection_factory):
     """{service: Outcome} for every loaded spec, one node dump per Consul address."""
-    groups = {}
+    groups, resolved = {}, {}
     for name, s in specs.items():
-        st = settings.resolve(opts.get("consul_addr"), opts.get("token"), opts.get("token_file"),
-                              opts.get("consul_timeout"), spec_addr=s.consul_addr)
+        st = resolved.get(s.consul_addr)
+        if st is None:  # once per distinct spec address, not per spec (a token file is read each time)
+            st = resolved[s.consul_addr] = settings.resolve(opts.get("consul_addr"), opts.get("token"),
+                                                            opts.get("token_file"), opts.get("consul_timeout"),
+                                                            spec_addr=s.consul_addr)
         groups.setdefault(st, {})[name] = s
     results, fallback = {}, False
     for st, group in sorted(groups.items(), key=lambda kv: kv[0].addr):
@@ -222,7 +227,8 @@ def run(opts, connection_factory=lighthttp.Connection, now=time.time):
             last = read_state(path)
             t = now()
             for cid, verb, text in plan_writes(results, ttl_checks, last, t, opts.get("refresh")):
-                conn.call("PUT", "/v1/agent/check/%s/%s" % (verb, lighthttp._quote(cid)), [("note", text)])
+                conn.call("PUT", "/v1/agent/check/update/" + lighthttp._quote(cid),
+                          body={"Status": STATUS_OF_VERB[verb], "Output": text})
                 last[cid] = t
                 written += 1
             if written:
