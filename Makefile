@@ -43,7 +43,12 @@ demo-down:
 demo-failover: testbed venv
 	$(BIN)/python testbed/demo_failover.py
 
-bench: testbed venv
+# the bench extra (matplotlib, for the time-to-heal picture) only where `make bench` runs
+$(VENV)/.bench-extra: $(BIN)/medic-check setup.cfg
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	@touch $@
+
+bench: testbed venv $(VENV)/.bench-extra
 	$(BIN)/python tests/bench.py
 
 # Its own virtualenv under PREFIX, executables in PREFIX/bin, not editable (docs/production.md).
