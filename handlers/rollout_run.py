@@ -83,7 +83,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         try:
             if dry_run:
                 return ex.run(image, abort=abort, dry_run=True)
-            with lock.held(client, env, service, "rollout", renew_client=settings.make_client(st)) as got:
+            with _lock(lock, client, env, service, settings.make_client(st)) as got:
                 if not got:
                     holder = lock.ServiceLock(client, env, service).holder() or {}
                     why = "lock %s held by %s pid %s (%s)" % (lock.lock_key(env, service), holder.get("host", "?"),
@@ -98,3 +98,31 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
                 engine.close()
             except Exception:
                 pass
+
+
+def _lock(lock, client, env, service, renew_client, patience=10.0, sleep=time.sleep):
+    """lock.held(..., "rollout"); a heal run holds the lock for about a second, so wait that out."""
+    end = time.monotonic() + patience
+    while True:
+        cm = lock.held(client, env, service, "rollout", renew_client=renew_client)
+        got = cm.__enter__()
+        if got:
+            return _Entered(cm, True)
+        cm.__exit__(None, None, None)
+        holder = lock.ServiceLock(client, env, service).holder() or {}
+        if holder.get("operation") != "heal" or time.monotonic() >= end:
+            return _Entered(None, False)
+        sleep(0.5)
+
+
+class _Entered:
+    def __init__(self, cm, got):
+        self.cm, self.got = cm, got
+
+    def __enter__(self):
+        return self.got
+
+    def __exit__(self, *exc):
+        if self.cm is not None:
+            return self.cm.__exit__(*exc)
+        return False
