@@ -35,8 +35,9 @@ def lb_lists(text, addr):
 
 
 class ComposeDriver:
-    def __init__(self, spec, engine, conn, timeout=None, run=subprocess.run, base=None):
+    def __init__(self, spec, engine, conn, timeout=None, run=subprocess.run, base=None, environ=None):
         self.spec, self.engine, self.conn = spec, engine, conn
+        self.environ = environ  # compose's environment (DOCKER_HOST of another engine); None: ours
         self.timeout = float(timeout or spec.heal.command_timeout)
         self._run, self._base = run, base
         self.mutex = threading.Lock()  # compose runs vs. removals (see the module doc)
@@ -113,22 +114,23 @@ class ComposeDriver:
         return View(tuple(boxes), remote), details
 
     # -- doing -----------------------------------------------------------------
-    def start(self, ref):
-        """`compose up --no-recreate --scale S=n+1` with the image override -> the new container's ID."""
+    def start(self, ref, count=1):
+        """`compose up --no-recreate --scale S=n+count` with the image override (none when `ref` is None:
+        the compose file's image) -> the new container's ID (count 1) or the list of them."""
         sc = self.spec.scale
-        override = rollout_image.compose_override(self.spec, ref)
+        files = ["-f", sc.file] + (["-f", rollout_image.compose_override(self.spec, ref)] if ref else [])
         with self.mutex:
             before = self.containers()
             for a in before:
                 if (a.get("State") or {}).get("Status") not in ("running", "restarting", "paused"):
                     self.remove(a["Id"], locked=True)
             before = {a["Id"] for a in self.containers()}
-            argv = list(self.base) + ["-p", sc.project, "-f", sc.file, "-f", override, "up", "-d", "--no-recreate",
-                                      "--scale", "%s=%d" % (sc.service, len(before) + 1), sc.service]
+            argv = list(self.base) + ["-p", sc.project] + files + [
+                "up", "-d", "--no-recreate", "--scale", "%s=%d" % (sc.service, len(before) + count), sc.service]
             self.last_argv = argv
             try:
                 p = self._run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=self.timeout)
+                              timeout=self.timeout, env=self.environ)
             except subprocess.TimeoutExpired:
                 raise EngineError("%s timed out after %.0f s" % (" ".join(argv[:2]), self.timeout)) from None
             except OSError as e:
@@ -138,9 +140,9 @@ class ComposeDriver:
                 tail = (out.strip().splitlines() or ["no output"])[-1]
                 raise EngineError("compose up failed (exit %d): %s" % (p.returncode, tail[:300]))
             added = [a for a in self.containers() if a["Id"] not in before]
-        if len(added) != 1:
-            raise EngineError("compose up started %d containers, expected 1" % len(added))
-        return added[0]["Id"]
+        if len(added) != count:
+            raise EngineError("compose up started %d containers, expected %d" % (len(added), count))
+        return added[0]["Id"] if count == 1 else [a["Id"] for a in added]
 
     def maintenance(self, detail, on=True, reason="medic-rollout: replaced by a new instance"):
         """Service maintenance for each instance of the container, on the local agent."""

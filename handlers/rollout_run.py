@@ -20,7 +20,8 @@ ENGINE_TIMEOUT = 60.0
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
         engine_factory=None):
-    from . import lock, lighthttp, observe, rollout_exec, rollout_image, rollout_io, rollout_state, settings
+    from . import lighthttp, observe, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
+    from . import settings
     from . import spec as spec_mod
 
     environ = os.environ if environ is None else environ
@@ -83,11 +84,9 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         try:
             if dry_run:
                 return ex.run(image, abort=abort, dry_run=True)
-            with _lock(lock, client, env, service, settings.make_client(st)) as got:
+            with rollout_lock.held(client, env, service, "rollout", settings.make_client(st)) as got:
                 if not got:
-                    holder = lock.ServiceLock(client, env, service).holder() or {}
-                    why = "lock %s held by %s pid %s (%s)" % (lock.lock_key(env, service), holder.get("host", "?"),
-                                                               holder.get("pid", "?"), holder.get("operation", "?"))
+                    why = rollout_lock.holder_text(client, env, service)
                     audit({"kind": "rollout", "what": "end", "service": service, "decision": "refuse",
                            "result": "warning", "reason": why})
                     return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, "%s: refused: %s"
@@ -99,30 +98,3 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
             except Exception:
                 pass
 
-
-def _lock(lock, client, env, service, renew_client, patience=10.0, sleep=time.sleep):
-    """lock.held(..., "rollout"); a heal run holds the lock for about a second, so wait that out."""
-    end = time.monotonic() + patience
-    while True:
-        cm = lock.held(client, env, service, "rollout", renew_client=renew_client)
-        got = cm.__enter__()
-        if got:
-            return _Entered(cm, True)
-        cm.__exit__(None, None, None)
-        holder = lock.ServiceLock(client, env, service).holder() or {}
-        if holder.get("operation") != "heal" or time.monotonic() >= end:
-            return _Entered(None, False)
-        sleep(0.5)
-
-
-class _Entered:
-    def __init__(self, cm, got):
-        self.cm, self.got = cm, got
-
-    def __enter__(self):
-        return self.got
-
-    def __exit__(self, *exc):
-        if self.cm is not None:
-            return self.cm.__exit__(*exc)
-        return False
