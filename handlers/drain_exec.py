@@ -12,7 +12,7 @@ import threading
 import time
 from collections import namedtuple
 
-from . import drain_plan, rollout_plan, runtime
+from . import drain_plan, rollout_exec, rollout_plan, runtime
 from .errors import EngineError, MedicError
 from .status import Outcome, Status
 
@@ -117,6 +117,7 @@ class Drainer:
                 addrs = [a for (n, _), d in details.items() if n == step.node for a in d.addrs]
                 if addrs and not self.lb.wait(addrs, False, self.lb_timeout):
                     raise EngineError("the LB output %s still lists %s" % (self.lb.path, ", ".join(addrs)))
+                self.sleep(rollout_exec.LB_GRACE)  # the server applies the new output on reload
         elif step.kind == "stop":
             self._stop_all(h.drivers[step.service], step.containers, stopped)
         elif step.kind == "retire":

@@ -21,6 +21,9 @@ from .errors import EngineError, MedicError
 from .status import Outcome, Status
 
 
+LB_GRACE = 1.0  # seconds between the LB output dropping an instance and its SIGTERM (the reload applies it)
+
+
 class Progress:
     """One line per step; on a terminal, a bar under them that redraws in place."""
 
@@ -69,6 +72,7 @@ class Executor:
         self.paused = paused or (lambda: None)
         self.deadline, self.stop_timeout, self.lb_timeout = float(deadline), stop_timeout, float(lb_timeout)
         self.sleep, self.clock = sleep, clock
+        self.lb_grace = LB_GRACE
         self.stopping = {}  # container id -> thread
         self.stop_errors = []
 
@@ -229,11 +233,14 @@ class Executor:
         if self.lb is not None and detail.addrs and not self.lb.wait(detail.addrs, False, self.lb_timeout):
             raise EngineError("the load balancer output %s still lists %s after %.0f s"
                               % (self.lb.path, ", ".join(detail.addrs), self.lb_timeout))
-        t = threading.Thread(target=self._stop, args=(detail.id,), daemon=True)
+        grace = self.lb_grace if self.lb is not None else 0.0
+        t = threading.Thread(target=self._stop, args=(detail.id, grace), daemon=True)
         self.stopping[detail.id] = t
         t.start()
 
-    def _stop(self, cid):
+    def _stop(self, cid, grace=0.0):
+        # the LB output no longer lists it; its server applies that on reload (asynchronous): a short grace
+        self.sleep(grace)
         try:
             self.d.stop(cid, self.stop_timeout)
         except MedicError as e:
