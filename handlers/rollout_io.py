@@ -8,9 +8,11 @@
       .stop(cid, timeout)         graceful stop (SIGTERM, then SIGKILL after `timeout`), then remove
       .remove(cid)                remove a container that is not running
 
-Compose v2 restarts a service's exited containers on `up --scale N`: `start` therefore
-removes exited containers first and counts every remaining one, and `stop` removes the
-container under the same mutex, so a compose run never sees one of ours half-stopped.
+Compose v2 restarts a service's exited containers on `up --scale N` (and an old container
+may exit, being stopped in the background, while compose runs): `start` therefore runs
+`up --no-start --no-recreate --scale S=<all containers>+k` (compose only creates) and starts
+the containers it created itself, by ID. Exited containers are removed first (under a mutex
+shared with the removals) so the count stays exact; any surplus compose created is removed.
 """
 import re
 import subprocess
@@ -115,8 +117,8 @@ class ComposeDriver:
 
     # -- doing -----------------------------------------------------------------
     def start(self, ref, count=1):
-        """`compose up --no-recreate --scale S=n+count` with the image override (none when `ref` is None:
-        the compose file's image) -> the new container's ID (count 1) or the list of them."""
+        """`compose up --no-start --no-recreate --scale S=n+count` with the image override (none when `ref`
+        is None: the compose file's image), then start what it created -> the new ID (count 1) or IDs."""
         sc = self.spec.scale
         files = ["-f", sc.file] + (["-f", rollout_image.compose_override(self.spec, ref)] if ref else [])
         with self.mutex:
@@ -126,7 +128,8 @@ class ComposeDriver:
                     self.remove(a["Id"], locked=True)
             before = {a["Id"] for a in self.containers()}
             argv = list(self.base) + ["-p", sc.project] + files + [
-                "up", "-d", "--no-recreate", "--scale", "%s=%d" % (sc.service, len(before) + count), sc.service]
+                "up", "--no-start", "--no-recreate", "--scale", "%s=%d" % (sc.service, len(before) + count),
+                sc.service]
             self.last_argv = argv
             try:
                 p = self._run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -139,10 +142,18 @@ class ComposeDriver:
             if p.returncode != 0:
                 tail = (out.strip().splitlines() or ["no output"])[-1]
                 raise EngineError("compose up failed (exit %d): %s" % (p.returncode, tail[:300]))
-            added = [a for a in self.containers() if a["Id"] not in before]
-        if len(added) != count:
-            raise EngineError("compose up started %d containers, expected %d" % (len(added), count))
-        return added[0]["Id"] if count == 1 else [a["Id"] for a in added]
+            added = sorted((a for a in self.containers() if a["Id"] not in before), key=lambda a: a.get("Created", ""))
+            for a in added[count:]:
+                self.remove(a["Id"], locked=True)  # one of ours was removed while compose counted
+        if len(added) < count:
+            raise EngineError("compose up created %d containers, expected %d" % (len(added), count))
+        ids = [a["Id"] for a in added[:count]]
+        for cid in ids:
+            try:
+                self.engine.api.start(cid)
+            except Exception as e:
+                raise EngineError("starting %s failed: %s" % (cid[:12], _reason(e))) from None
+        return ids[0] if count == 1 else ids
 
     def maintenance(self, detail, on=True, reason="medic-rollout: replaced by a new instance"):
         """Service maintenance for each instance of the container, on the local agent."""

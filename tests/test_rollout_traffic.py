@@ -18,8 +18,9 @@ def test_rollout_under_traffic_fails_no_request(parts):
     m = srt.measure_rollout()
     assert m["exit"] == 0, m["stdout"]
     assert m["requests"] > 100 and m["failed"] == 0, (m["failures"], m["stdout"])
-    assert m["passing"] == 3 and m["passing_images"] == [m["image"]] * 3
+    assert m["passing"] == 3 and m["passing_images"] == [m["image"]] * 3, (m["containers"], m["stdout"])
     assert m["bodies"] >= 2  # the client saw the old page and the new one
+    print(m["stdout"])
     print("rollout under traffic: %.1f s, %d requests, 0 failed (3 x (start+pass+1 s) = %.1f s)"
           % (m["duration_s"], m["requests"], m["target_s"]))
 
