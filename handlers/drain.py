@@ -35,7 +35,7 @@ def _command():
     @click.option("--stop-timeout", type=int, metavar="SECONDS",
                   help="docker stop timeout [default: the container's own, else 10].")
     @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-    @click.option("--audit-log", metavar="PATH", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @options.common
     def cmd(host, undo, rebalance, hosts_file, deadline, lb_output, lb_timeout, stop_timeout, dry_run, audit_log,
             specs, env, consul_addr, token, token_file, consul_timeout, verbose):

@@ -25,14 +25,18 @@ LAYERS = {
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
-        "handlers.runtime"],
+        "handlers.runtime",
+        "handlers.rollout_image", "handlers.rollout_lock"],  # rollout helper
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
-        "handlers.notify_core"],
+        "handlers.notify_core",
+        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.registrar", "handlers.channels", "handlers.notifier",
-        "handlers.notify_run"],
+        "handlers.notify_run",
+        "handlers.rollout_exec", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
     4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
-        "handlers.notify", "handlers.status_cmd"],
+        "handlers.notify", "handlers.status_cmd",
+        "handlers.rollout", "handlers.drain"],
 }
 
 # Known exceptions, each with its owner and why. The test fails when an entry is no longer needed,
