@@ -269,8 +269,16 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
+# -- rollout helper (issue 12): medic-rollout under real traffic ------------------------------
+def rollout_traffic(b):
+    """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
+    import support_rollout_traffic as srt
+    return srt.bench_rows(Row)
+# -- end rollout helper --------------------------------------------------------------------
+
+
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
-                swarm_time_to_heal, register_100]
+                swarm_time_to_heal, register_100, rollout_traffic]
 
 
 # -- output ------------------------------------------------------------------------

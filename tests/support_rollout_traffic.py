@@ -158,6 +158,35 @@ def start_to_passing(w, image):
         c.remove(force=True)
 
 
+def _epoch(iso):
+    """'2026-11-27T13:01:02.345Z' -> epoch seconds."""
+    import calendar
+    base, _, frac = iso.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + (float("0." + frac) if frac else 0.0)
+
+
+def bench_rows(Row):
+    """Rows for `make bench` (tests/bench.py `rollout_traffic`): a rollout of 3 under traffic, and a
+    rollout to an image that never passes."""
+    m = measure_rollout()
+    rows = [Row("rollout_3_s", round(m.get("steps_s", m["duration_s"]), 2), "s",
+                "<= %.1f" % m["target_s"],
+                "3 instances to a new image under traffic (n=1): first step -> last old instance out of the LB; "
+                "target 3 x (start to first passing check %.2f s + 1 s); the run exits after the last graceful "
+                "stop: %.1f s (the demo's httpd is PID 1 and ignores SIGTERM: 10 s)"
+                % (m["start_to_passing_s"], m["duration_s"])),
+            Row("rollout_failed_requests", m["failed"], "", "0",
+                "%d requests through nginx (medic-lb --watch) during that rollout, exit %d"
+                % (m["requests"], m["exit"]))]
+    s = measure_rollout(sick=True, deadline="6")
+    rows.append(Row("rollout_never_passing", "exit %d, %d old passing, %d failed" % (s["exit"], s["passing"],
+                                                                                   s["failed"]),
+                    "", "exit != 0, 3, 0",
+                    "rollout to an image whose health check fails (--deadline 6 s): rolled back; %d requests "
+                    "through nginx in %.1f s" % (s["requests"], s["duration_s"])))
+    return rows
+
+
 def measure_rollout(sick=False, deadline="10"):
     """One rollout of 3 instances under traffic -> figures (dict). Cleans up everything."""
     import docker
@@ -190,6 +219,10 @@ def measure_rollout(sick=False, deadline="10"):
                "passing": w.passing(), "passing_images": w.passing_images(), "image": image,
                "old_image": support.DEMO_IMAGE, "bodies": len(traffic.bodies),
                "containers": sorted((c.name, c.status, c.attrs["Config"]["Image"]) for c in w.containers())}
+        steps = w.records("step")
+        if steps:
+            first, last = _epoch(steps[0]["time"]) - steps[0]["duration"], _epoch(steps[-1]["time"])
+            out["steps_s"] = last - first  # first step's start -> the last step done (old one out of the LB)
         if baseline is not None:
             out["start_to_passing_s"] = baseline
             out["target_s"] = 3 * (baseline + 1.0)
