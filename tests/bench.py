@@ -269,6 +269,12 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
+# -- medic-lb / medic-failover rows (owner: lb helper; the measurements live in bench_lb.py) --------------
+def lb_rows(b):
+    import bench_lb
+    return bench_lb.lb_render_1000(b) + bench_lb.lb_reload_after_change(b) + bench_lb.failover_time(b)
+
+
 # -- rollout helper (issue 12): medic-rollout under real traffic ------------------------------
 def rollout_traffic(b):
     """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
@@ -278,7 +284,7 @@ def rollout_traffic(b):
 
 
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
-                swarm_time_to_heal, register_100, rollout_traffic]
+                swarm_time_to_heal, register_100, lb_rows, rollout_traffic]
 
 
 # -- output ------------------------------------------------------------------------
