@@ -377,6 +377,14 @@ def lb_rows(b):
     return bench_lb.lb_render_1000(b) + bench_lb.lb_reload_after_change(b) + bench_lb.failover_time(b)
 
 
+# -- rollout helper (issue 12): medic-rollout under real traffic ------------------------------
+def rollout_traffic(b):
+    """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
+    import support_rollout_traffic as srt
+    return srt.bench_rows(Row)
+# -- end rollout helper --------------------------------------------------------------------
+
+
 def picture(b, path=None):
     """The time-to-heal distributions of this run as a PNG (matplotlib, the `bench` extra)."""
     path = path or PICTURE
@@ -420,7 +428,7 @@ PICTURE_SERIES = (("time_to_heal_s", "medic"), ("second_loss_time_to_heal_s", "m
 
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
                 second_loss_time_to_heal, swarm_time_to_heal, swarm_tuned_time_to_heal, docker_restart_policy,
-                register_100, lb_rows, picture]
+                register_100, lb_rows, rollout_traffic, picture]
 
 
 def leftovers(b):

@@ -26,7 +26,8 @@ LAYERS = {
     1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose",
-        "handlers.acl", "handlers.compose_file", "handlers.engine"],
+        "handlers.acl", "handlers.compose_file", "handlers.engine",
+        "handlers.rollout_image", "handlers.rollout_lock"],
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
@@ -37,12 +38,16 @@ LAYERS = {
         "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
         "handlers.failover_decide", "handlers.failover_io",
         # counting passing instances against a spec (check, batch, status), the node dump of a batch pass
-        "handlers.count", "handlers.nodedump"],
+        "handlers.count", "handlers.nodedump",
+        # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
+        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
         "handlers.heal_admin", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
-        "handlers.notify_run"],
+        "handlers.notify_run",
+        "handlers.rollout_exec", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
     4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
-        "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover"],
+        "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover",
+        "handlers.rollout", "handlers.drain"],
 }
 
 # Known exceptions, each with its owner and why. The test fails when an entry is no longer needed,
