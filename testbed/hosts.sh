@@ -4,6 +4,7 @@
 #   testbed/hosts.sh down       removes every host of this state dir: nothing is left
 #   testbed/hosts.sh lose K     host K lost at once: agent, registrar, engine and containers SIGKILLed
 #   testbed/hosts.sh restore K  host K back: engine, the containers that ran when it was lost, agent, registrar
+#   testbed/hosts.sh restart-agent K   host K's Consul agent stopped (SIGINT) and started again
 #   testbed/hosts.sh status     the state file (JSON)
 # Host K (1..N; index k = MEDIC_HOSTS_OFFSET + K) is:
 #   - a dockerd of its own: socket, data-root, exec-root, pid file, its own managed containerd
@@ -29,6 +30,7 @@ image=${MEDIC_DEMO_IMAGE:-medic-demo:latest}
 specs=${MEDIC_HOSTS_SPECS:-}
 reconcile=${MEDIC_HOSTS_RECONCILE:-30s}
 resync=${MEDIC_HOSTS_RESYNC:-30}
+loglevel=${MEDIC_HOSTS_LOG_LEVEL:-INFO}
 bin=$root/.venv/bin
 export PATH="$bin:$PATH"
 log() { printf 'hosts: %s\n' "$*" >&2; }
@@ -102,7 +104,8 @@ agent_conf() {  # K
 {"node_name": "$(name_of "$1")", "bind_addr": "$(ip_of "$1")", "client_addr": "$(ip_of "$1")",
  "advertise_addr": "$(ip_of "$1")", "data_dir": "$d/consul/data", "retry_join": ["$join"],
  "retry_interval": "1s", "enable_local_script_checks": true, "disable_update_check": true,
- "leave_on_terminate": true, "log_level": "INFO", "ports": {"dns": -1, "grpc": -1}}
+ "leave_on_terminate": false, "skip_leave_on_interrupt": true, "log_level": "$loglevel",
+ "ports": {"dns": -1, "grpc": -1}}
 JSON
   if [ -n "$specs" ]; then
     medic-config --specs "$specs" --out "$d/consul.d" --audit-log "$d/audit.jsonl" \
@@ -143,8 +146,10 @@ write_state() {
       k=${d##*/host}
       [ $first = 1 ] || printf ', '
       first=0
-      printf '{"index": %d, "name": "%s", "ip": "%s", "docker_host": "%s", "bridge": "%s", "subnet": "10.213.%d.0/24",' \
-        "$k" "$(name_of "$k")" "$(ip_of "$k")" "$(engine_env "$k")" "$(br_of "$k")" "$(k_of "$k")"
+      printf '{"index": %d, "name": "%s", "ip": "%s", "docker_host": "%s",' "$k" "$(name_of "$k")" "$(ip_of "$k")" \
+        "$(engine_env "$k")"
+      printf ' "bridge": "%s", "subnet": "10.213.%d.0/24",' \
+        "$(br_of "$k")" "$(k_of "$k")"
       printf ' "consul_addr": "http://%s:8500", "node": "%s", "cgroup": "%s", "dir": "%s",' \
         "$(ip_of "$k")" "$(name_of "$k")" "$(cg_of "$k")" "$d"
       printf ' "audit_log": "%s", "register_log": "%s", "agent_log": "%s",' "$d/audit.jsonl" "$d/register.jsonl" \
@@ -208,11 +213,22 @@ restore() {  # K: the host comes back as it was (a host whose containers restart
   log "host $k ($(name_of "$k")) restored"
 }
 
+restart_agent() {  # K
+  local k=$1 d; d=$(dir_of "$k")
+  if alive_pid "$d/agent.pid"; then
+    kill -INT "$(cat "$d/agent.pid")" 2>/dev/null || true
+    for _ in $(seq 1 100); do alive_pid "$d/agent.pid" || break; sleep 0.1; done
+  fi
+  start_agent "$k"
+  write_state
+}
+
 stop_host() {  # K: graceful where possible, then nothing left
   local k=$1 d; d=$(dir_of "$k")
   alive_pid "$d/register.pid" && kill -TERM "$(cat "$d/register.pid")" 2>/dev/null || true
-  if alive_pid "$d/agent.pid"; then  # leave the cluster (leave_on_terminate)
-    kill -TERM "$(cat "$d/agent.pid")" 2>/dev/null || true
+  if alive_pid "$d/agent.pid"; then  # leave the cluster for good (a restart does not leave)
+    consul leave -http-addr="$(ip_of "$k"):8500" >/dev/null 2>&1 \
+      || kill -TERM "$(cat "$d/agent.pid")" 2>/dev/null || true
     for _ in $(seq 1 50); do alive_pid "$d/agent.pid" || break; sleep 0.1; done
   fi
   if alive_pid "$d/dockerd.pid"; then
@@ -237,7 +253,7 @@ up() {
   local n=${1:?usage: hosts.sh up N}
   command -v dockerd >/dev/null && command -v consul >/dev/null || { log "needs dockerd and consul"; return 1; }
   [ -x "$bin/medic-register" ] || { log "needs the venv: make venv"; return 1; }
-  docker image inspect "$image" >/dev/null 2>&1 || { log "no image $image on the first engine: make testbed"; return 1; }
+  docker image inspect "$image" >/dev/null 2>&1 || { log "no $image on the first engine: make testbed"; return 1; }
   cg_v2 >/dev/null
   mkdir -p "$state"
   for k in $(seq 1 "$n"); do
@@ -267,6 +283,7 @@ case ${1:-} in
   down) down ;;
   lose) lose "${2:?host index}" ;;
   restore) restore "${2:?host index}" ;;
+  restart-agent) restart_agent "${2:?host index}" ;;
   status) cat "$state/hosts.json" ;;
-  *) echo "usage: $0 up N | down | lose K | restore K | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up N | down | lose K | restore K | restart-agent K | status" >&2; exit 2 ;;
 esac

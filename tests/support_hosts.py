@@ -2,7 +2,7 @@
 
 A `Hosts` is N extra Docker engines, each with its own Consul client agent on
 127.0.0.(10+k) joined to a given cluster, and its own medic-register pointed at that
-engine and that agent (k = offset + index: tests use offset 20, `make chaos` 0, so they
+engine and that agent (k = offset + index: test_hosts uses 20, hosts2 30, `make chaos` 0, so they
 never share a bridge, an address or a cgroup). With `specs`, each host's agent loads a
 consul.d that medic-config rendered for it: its watches run medic-heal against its own
 engine (DOCKER_HOST), the topology of docs/topology.md.
@@ -206,12 +206,30 @@ def wait_settled(hosts, agent_addr, service, project, n, quiet=4.0, timeout=120)
     raise AssertionError("%s did not settle at %d: (passing, running per host) = %r" % (service, n, last))
 
 
+def wait_quiet(hosts, agent_addr, service, project, quiet=5.0, timeout=120):
+    """Whatever the count: every running container passes, and for `quiet` s no scale action and no
+    change. For drills that must fail with the count they ended at, not with a timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        per = hosts.running_per_host(project)
+        last = (passing(agent_addr, service), per)
+        if last[0] == sum(per.values()):
+            before = len(hosts.scale_actions(service))
+            time.sleep(quiet)
+            if (len(hosts.scale_actions(service)) == before and hosts.running_per_host(project) == per
+                    and passing(agent_addr, service) == last[0]):
+                return per
+        time.sleep(0.3)
+    raise AssertionError("%s did not come to rest: (passing, running per host) = %r" % (service, last))
+
+
 @pytest.fixture(scope="module")
 def hosts2(consul_bin, request):
     """2 hosts joined to a throwaway Consul server, no medic watches (tests add specs via Hosts)."""
     server = support.ConsulAgent(node="medic-hosts-server", dev=False,
                                  config={"server": True, "bootstrap_expect": 1}).start()
-    hosts = Hosts(2, server.serf_addr, offset=20)
+    hosts = Hosts(2, server.serf_addr, offset=30)
     try:
         start_or_require(hosts)
         yield server, hosts

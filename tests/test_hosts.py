@@ -16,7 +16,7 @@ import pytest
 import support
 import support_heal
 import support_hosts
-from support_hosts import Hosts, passing, wait_settled
+from support_hosts import Hosts, passing, wait_quiet, wait_settled
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
 
@@ -63,9 +63,12 @@ class World:
     def actions(self):
         return self.hosts.scale_actions(self.service)
 
-    def baseline(self):
-        """Every host up, 2 running on each, settled at 6 (the spec back to its defaults)."""
-        self.write_spec()
+    def baseline(self, **heal):
+        """Every host up, 2 running on each, settled at 6; then the spec: HEAL updated with `heal`.
+
+        Healing is off (spec heal.enabled false) while the hosts are set up by hand, so no
+        healer adds a container between one host's compose and the next."""
+        self.write_spec(enabled=False)
         for i in self.hosts.indexes():
             if self.hosts.host(i)["lost"]:
                 self.hosts.restore(i)
@@ -74,6 +77,7 @@ class World:
                                "web=%d" % PER_HOST, "web")
         per = wait_settled(self.hosts, self.server.addr, self.service, self.project, DECLARED, timeout=180)
         assert per == {1: PER_HOST, 2: PER_HOST, 3: PER_HOST}, per
+        self.write_spec(**heal)
 
     def heal_on(self, i):
         """medic-heal --service run by hand on host i (its engine, its agent, its audit log)."""
@@ -120,8 +124,14 @@ def world(consul_bin, tmp_path_factory):
         w.stop()
 
 
-def test_whole_host_lost_others_make_up_exactly_the_shortfall(world, capsys):
-    world.baseline()
+# cooldown 0s: no shared cooldown hides a second healer that misses the first one's new
+# containers; only the pending accounting (Meta medic_started, docs/topology.md) keeps it exact.
+COOLDOWNS = pytest.mark.parametrize("cooldown", ["2s", "0s"])
+
+
+@COOLDOWNS
+def test_whole_host_lost_others_make_up_exactly_the_shortfall(world, capsys, cooldown):
+    world.baseline(cooldown=cooldown)
     before = len(world.actions())
     poll = MaxRunning(world)
     poll.start()
@@ -129,22 +139,23 @@ def test_whole_host_lost_others_make_up_exactly_the_shortfall(world, capsys):
     world.hosts.lose(3)  # its engine, containers, agent and registrar SIGKILLed at once
     support.wait_for(lambda: world.passing() == DECLARED - PER_HOST, 60, 0.05, what="host 3's instances critical")
     detected = time.monotonic() - t0
-    support.wait_for(lambda: world.passing() == DECLARED, 90, 0.05, what="6 passing again")
+    support.wait_for(lambda: world.passing() >= DECLARED, 90, 0.05, what="6 passing again")
     healed = time.monotonic() - t0
-    per = wait_settled(world.hosts, world.server.addr, world.service, world.project, DECLARED)
+    per = wait_quiet(world.hosts, world.server.addr, world.service, world.project)
     most = poll.stop()
     new = world.actions()[before:]
     assert per[3] == 0 and per[1] + per[2] == DECLARED, per
     assert added(new) == PER_HOST, new
     assert most <= DECLARED, "over-deployed: %d running at once %r" % (most, poll.at)
     with capsys.disabled():
-        print("\n[hosts] host lost: its instances critical after %.1f s; 6 passing after %.1f s; actions %s; "
-              "running per host %s" % (detected, healed, [(a["_host"], a["observed"]["has"], a["target"])
-                                                           for a in new], per))
+        print("\n[hosts] cooldown %s: host lost: its instances critical after %.1f s; 6 passing after %.1f s; "
+              "actions (host, had, target) %s; running per host %s"
+              % (cooldown, detected, healed, [(a["_host"], a["observed"]["has"], a["target"]) for a in new], per))
 
 
-def test_healers_on_two_hosts_at_once_deploy_exactly_the_declared_count(world, capsys):
-    world.baseline()
+@COOLDOWNS
+def test_healers_on_two_hosts_at_once_deploy_exactly_the_declared_count(world, capsys, cooldown):
+    world.baseline(cooldown=cooldown)
     before = len(world.actions())
     poll = MaxRunning(world)
     poll.start()
@@ -155,15 +166,16 @@ def test_healers_on_two_hosts_at_once_deploy_exactly_the_declared_count(world, c
         p.wait(60)
     runs = [world.heal_on(i) for i in (1, 2, 1, 2)]  # besides the watches that fire on both hosts
     outs = [p.communicate(timeout=120)[0] for p in runs]
-    per = wait_settled(world.hosts, world.server.addr, world.service, world.project, DECLARED)
+    per = wait_quiet(world.hosts, world.server.addr, world.service, world.project)
     most = poll.stop()
     new = world.actions()[before:]
     assert sum(per.values()) == DECLARED, per
     assert added(new) == 2, (new, outs)
     assert most <= DECLARED, "over-deployed: %d running at once %r" % (most, poll.at)
     with capsys.disabled():
-        print("\n[hosts] 2 kills on 2 hosts at once: actions %s; running per host %s; most at once %d"
-              % ([(a["_host"], a["observed"]["has"], a["target"]) for a in new], per, most))
+        print("\n[hosts] cooldown %s: 2 kills on 2 hosts at once: actions (host, had, target) %s; "
+              "running per host %s; most at once %d"
+              % (cooldown, [(a["_host"], a["observed"]["has"], a["target"]) for a in new], per, most))
 
 
 def _lose_and_make_up(world):
