@@ -2,12 +2,13 @@
 #   make demo    the self-heal story end to end on this machine (root, Debian/Ubuntu)
 #   make test    the whole suite: unit, real Consul, real Docker
 #   make bench   the speed figures (a table, and bench-results.json)
+#   make chaos   a seeded random fault schedule on 3 Docker hosts (DURATION=10m SEED=1; chaos-results.json)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed test unit demo demo-down bench clean consul-up consul-down config
+.PHONY: help venv testbed test unit demo demo-down bench chaos hosts-up hosts-down clean consul-up consul-down config
 
 help:
 	@sed -n '1,5p' Makefile
@@ -40,6 +41,16 @@ demo-down:
 bench: testbed venv
 	$(BIN)/python tests/bench.py
 
+# chaos: docs/chaos.md. Brings up its own stack (Consul cluster + 3 hosts), tears it all down.
+chaos: testbed venv
+	$(BIN)/python tests/chaos.py --duration $(or $(DURATION),10m) --seed $(or $(SEED),1)
+
+hosts-up: venv
+	bash testbed/hosts.sh up $(or $(N),2)
+
+hosts-down:
+	bash testbed/hosts.sh down
+
 consul-up: venv
 	bash testbed/consul.sh up $(or $(MODE),dev)
 
@@ -47,4 +58,4 @@ consul-down:
 	bash testbed/consul.sh down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info build dist .testbed
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info build dist .testbed chaos-logs
