@@ -83,7 +83,9 @@ start_engine() {  # K
   fi
   ip link set "$br" up
   rm -f "$(sock_of "$k")" "$d/dockerd.pid.engine"
-  in_host "$k" "$d/dockerd.log" "$d/dockerd.pid" dockerd --data-root "$d/docker" --exec-root "$d/exec" \
+  echo '{}' > "$d/daemon.json"  # not /etc/docker/daemon.json: that one configures the first engine
+  in_host "$k" "$d/dockerd.log" "$d/dockerd.pid" dockerd --config-file "$d/daemon.json" --data-root "$d/docker" \
+    --exec-root "$d/exec" \
     --pidfile "$d/dockerd.pid.engine" -H "unix://$(sock_of "$k")" -b "$br" --ip "$(ip_of "$k")" \
     --iptables=false --ip-masq=false --ip-forward=false --containerd-namespace "$n" \
     --containerd-plugins-namespace "$n-plugins" --cgroup-parent "/$n" \

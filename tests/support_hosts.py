@@ -42,11 +42,14 @@ def hosts_available():
     return True, ""
 
 
-def write_compose(path, service):
-    """The testbed's multi-host compose file with this test's Consul service name."""
+def write_compose(path, service, environment=None):
+    """The testbed's multi-host compose file with this test's Consul service name (and container env,
+    e.g. DEMO_START_DELAY: a container that starts serving only after that many seconds)."""
     with open(COMPOSE_TEMPLATE) as f:
         text = f.read()
     text = text.replace("${MEDIC_HOSTS_SERVICE:-www.example.com}", service)
+    if environment:
+        text += "    environment:\n" + "".join('      %s: "%s"\n' % kv for kv in sorted(environment.items()))
     with open(path, "w") as f:
         f.write(text)
     return path

@@ -23,7 +23,7 @@ def test_each_host_is_an_engine_agent_and_registrar_of_its_own(hosts2, unique): 
         c = hosts.docker(h["index"])
         info = c.info()
         assert info["Name"] == h["name"]  # each engine has a name of its own (the registrar's id)
-        names.add(info["ID"])
+        names.add(info["DockerRootDir"])
         cont = c.containers.run(support.DEMO_IMAGE, name="medic-hosts-t-%s-%d" % (unique, h["index"]), detach=True,
                                 labels={"SERVICE_NAME": "hosts-t-" + unique, support_register.LABEL: unique},
                                 ports={"80/tcp": None})  # no address: the engine's default (dockerd --ip)
