@@ -49,7 +49,11 @@ dir_of() { echo "$state/host$1"; }
 sock_of() { echo "$(dir_of "$1")/docker.sock"; }
 cg_of() { echo "$(cg_v2)/$(name_of "$1")"; }
 
-alive_pid() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive_pid() {  # PIDFILE (under hostK/): alive AND in host K's cgroup, so a reused pid is never ours to signal
+  [ -f "$1" ] || return 1
+  local pid k; pid=$(cat "$1"); k=${1%/*}; k=${k##*/host}
+  kill -0 "$pid" 2>/dev/null && grep -qx "0::/$(name_of "$k")" "/proc/$pid/cgroup" 2>/dev/null
+}
 
 in_host() {  # K logfile pidfile argv...: run argv in host K's cgroup (and UTS namespace), detached
   local k=$1 logf=$2 pidf=$3; shift 3
@@ -57,6 +61,7 @@ in_host() {  # K logfile pidfile argv...: run argv in host K's cgroup (and UTS n
   nohup setsid unshare --uts sh -c 'hostname "$1"; echo $$ > "$2/cgroup.procs"; shift 2; exec "$@"' \
     sh "$(name_of "$k")" "$cg" "$@" >>"$logf" 2>&1 </dev/null &
   echo $! > "$pidf"
+  for _ in $(seq 1 100); do alive_pid "$pidf" && return 0; sleep 0.02; done  # until it joined the cgroup
 }
 
 engine_env() { echo "unix://$(sock_of "$1")"; }

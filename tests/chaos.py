@@ -160,6 +160,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         notes.append("interrupted")
         print("chaos: interrupted; tearing down", flush=True)
+    except Exception as e:  # the stack would not come up, a fault could not run: say so, tear down, exit 1
+        violations.append({"kind": "error", "detail": "%s: %s" % (type(e).__name__, str(e)[-1500:])})
+        print("chaos: error: %s; tearing down" % e, flush=True)
     finally:
         if checker is not None:
             checker.stop()
