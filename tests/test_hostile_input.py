@@ -83,8 +83,8 @@ def test_deep_payload_through_an_executable_is_exit_3(tmp_path):
     (tmp_path / "specs").mkdir()
     r = support.run_medic("medic-notify", ["watch", "--specs", str(tmp_path / "specs")],
                           input="[" * 100000 + "]" * 100000, env=support.medic_env())
-    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - payload: checks watch: payload is nested too deeply"), \
-        r.stdout + r.stderr
+    want = "MEDIC UNKNOWN - payload: checks watch: payload is nested too deeply"
+    assert r.returncode == 3 and r.stdout.startswith(want), r.stdout + r.stderr
     assert "RecursionError" not in r.stdout + r.stderr
 
 
