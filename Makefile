@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed test unit demo demo-down bench clean consul-up consul-down config
+.PHONY: help venv testbed test unit demo demo-down demo-failover bench clean consul-up consul-down config
 
 help:
 	@sed -n '1,5p' Makefile
@@ -36,6 +36,10 @@ demo: testbed venv
 
 demo-down:
 	bash testbed/demo.sh down
+
+# one Redis failover with its timeline (own throwaway agent on free ports; cleans up after itself)
+demo-failover: testbed venv
+	$(BIN)/python testbed/demo_failover.py
 
 bench: testbed venv
 	$(BIN)/python tests/bench.py
