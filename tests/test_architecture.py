@@ -25,7 +25,9 @@ LAYERS = {
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
-        "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose"],
+        "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose",
+        "handlers.acl", "handlers.compose_file", "handlers.engine",
+        "handlers.rollout_image", "handlers.rollout_lock"],
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
@@ -34,23 +36,27 @@ LAYERS = {
         "handlers.reg_diff", "handlers.reg_agent",
         # traffic: the load balancer's view, rendering and applying; failover's pure decision and its I/O
         "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
-        "handlers.failover_decide", "handlers.failover_io"],
+        "handlers.failover_decide", "handlers.failover_io",
+        # counting passing instances against a spec (check, batch, status), the node dump of a batch pass
+        "handlers.count", "handlers.nodedump",
+        # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
+        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
         "handlers.heal_admin", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
-        "handlers.notify_run"],
+        "handlers.notify_run",
+        "handlers.rollout_exec", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
     4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
-        "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover"],
+        "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover",
+        "handlers.rollout", "handlers.drain"],
 }
 
 # Known exceptions, each with its owner and why. The test fails when an entry is no longer needed,
 # so the list only shrinks: remove the line when the owner's fix lands.
 ALLOWED_IMPORTS = {
     ("handlers.failover_core", "handlers.tag"): "lead: medic-tag's core moves out of the executable (retag)",
-    # check <-> batch import each other, status_cmd imports the executable check (issue 13; speed helper).
-    ("handlers.batch", "handlers.check"): "speed: batch reuses check's parsing; move it to a layer-2 module",
-    ("handlers.status_cmd", "handlers.check"): "speed: status reuses check's counting; move it below",
 }
 OVERSIZE = {
+    "handlers.engine": "the light Docker engine client: transport + calls; split planned (engine_http/engine)",
     # module: why it may still exceed MAX_LINES on this branch (remove when split)
     "handlers.decide": "heal's pure decision grew with holds that end (issue 10); split planned: classify/guards",
 }
