@@ -53,8 +53,8 @@ def build():
         from . import audit, reg_agent, reg_model, reg_registrar, settings
         from .errors import UsageError
 
-        if resync < 0 or docker_timeout <= 0:
-            raise UsageError("--resync must be >= 0 and --docker-timeout > 0")
+        if not (0 <= resync <= 86400 and 0 < docker_timeout <= 600):  # NaN and Infinity fail too
+            raise UsageError("--resync must be 0 to 86400 seconds and --docker-timeout above 0, at most 600")
         s = settings.resolve(consul_addr, token, token_file, consul_timeout)
         env_name = settings.environment(env)
         host = hostname or socket.gethostname()

@@ -253,7 +253,8 @@ def test_engine_unreachable_once_is_unknown(tmp_path):
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - engine: "), r.stdout
 
 
-@pytest.mark.parametrize("args", [["--resync", "-1"], ["--bogus"], ["--hostname", "a/b"]])
+@pytest.mark.parametrize("args", [["--resync", "-1"], ["--resync", "nan"], ["--resync", "inf"],
+                                  ["--docker-timeout", "1e999"], ["--bogus"], ["--hostname", "a/b"]])
 def test_usage_errors_are_unknown(args, tmp_path):
     r = support.run_medic("medic-register", args, env=support.medic_env(MEDIC_AUDIT_LOG=str(tmp_path / "a")))
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - usage: ") and len(r.stdout.splitlines()) == 1
