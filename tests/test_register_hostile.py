@@ -127,7 +127,8 @@ def _acl_agent(consul_factory, unique):
         "acl": {"enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
                 "tokens": {"master": master, "agent": master, "default": master}}})
     rules = ('node_prefix "" { policy = "read" }\nservice_prefix "" { policy = "read" }\n'
-             'service_prefix "ok-%s" { policy = "write" }\nkey_prefix "medic/" { policy = "write" }\n' % unique)
+             'service_prefix "ok-%s" { policy = "write" }\nkey_prefix "medic/default/roles/" { policy = "read" }\n'
+             'key_prefix "medic/default/wake/" { policy = "write" }\n' % unique)
     policy = support.http_json(agent.addr + "/v1/acl/policy", "PUT", {"Name": "reg-" + unique, "Rules": rules},
                                token=master)
     token = support.http_json(agent.addr + "/v1/acl/token", "PUT", {"Description": "medic-register test",

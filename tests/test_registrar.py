@@ -575,3 +575,32 @@ def test_one_container_whose_data_breaks_the_conventions_never_stops_the_fleet()
     want, skips = labels.desired([odd, container(name="ok", cid="1" * 64)], OPTS)
     assert list(want) == ["host1:ok:80"]
     assert skips[0].action == "refuse" and "not understood" in skips[0].reason
+
+
+# ---------------------------------------------------------------- fuzz: hostile labels
+_keys = st.sampled_from(["SERVICE_NAME", "SERVICE_ID", "SERVICE_TAGS", "SERVICE_CHECK_HTTP", "SERVICE_CHECK_HTTPS",
+                         "SERVICE_CHECK_TCP", "SERVICE_CHECK_GRPC", "SERVICE_CHECK_TTL", "SERVICE_CHECK_INTERVAL",
+                         "SERVICE_CHECK_TIMEOUT", "SERVICE_CHECK_HTTP_METHOD", "SERVICE_CHECK_INITIAL_STATUS",
+                         "SERVICE_CHECK_SCRIPT", "SERVICE_80_NAME", "SERVICE_80_ID", "SERVICE_MEDIC_REGISTRAR",
+                         "SERVICE_80_CHECK_HTTP", "SERVICE_X"]) | st.text(min_size=1, max_size=20).map(
+                             lambda s: "SERVICE_" + s)
+_values = st.text(max_size=80) | st.sampled_from(["@127.0.0.9:1/x", "//127.0.0.9/", "/ok", "medic", "1e999s",
+                                                  "1s", "http://127.0.0.9/", "a\u200fb", "x\ny"])
+
+
+@given(st.dictionaries(_keys, _values, max_size=12))
+def test_fuzz_hostile_labels_never_escape_the_rules(attrs):
+    """Whatever the labels: no exception, and every registration keeps the invariants."""
+    regs, skips = labels.registrations(container(labels=attrs), OPTS)
+    assert all(s.reason.isprintable() for s in skips)
+    for reg in regs:
+        assert labels.ident_problem(reg.id, reg.name, custom_id=True) is None
+        assert labels.tags_problem(reg.tags) is None and len(reg.meta) <= 64
+        assert dict(reg.meta)["medic_registrar"] == "reg1"
+        check = dict(reg.check or ())
+        target = check.get("HTTP") or check.get("TCP") or check.get("GRPC")
+        if target:
+            authority = target.split("//", 1)[-1].split("/", 1)[0]
+            assert authority == "127.0.0.1:32768", target
+        elif check:
+            assert check.get("TTL")
