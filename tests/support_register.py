@@ -72,9 +72,13 @@ def network_for(client, token):
     """The test token's own bridge network (created once): tests never depend on the engine's
     default bridge, which a neighbour on the shared machine may have broken."""
     name = "medic-reg-net-" + token
-    if not client.networks.list(names=[name]):
-        client.networks.create(name, driver="bridge", labels={LABEL: token})
+    with _NETWORK_LOCK:  # parallel run_container calls must not create it twice (names are not unique)
+        if not client.networks.list(names=[name]):
+            client.networks.create(name, driver="bridge", labels={LABEL: token})
     return name
+
+
+_NETWORK_LOCK = threading.Lock()
 
 
 def run_container(client, token, name, labels=None, ports=(80,), env=None, image=None, **kw):

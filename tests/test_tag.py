@@ -151,3 +151,17 @@ def test_consul_down_is_unknown():
     r = support.run_medic("medic-tag", ["x:y:80", "--add", "m", "--consul-addr", "127.0.0.1:%d" % port,
                                         "--consul-timeout", "1"])
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: cannot connect")
+
+
+def test_malformed_and_concurrent_role_records(consul_factory, unique, tmp_path):
+    """An unreadable record is replaced (said in the output); concurrent runs all land (check-and-set)."""
+    import concurrent.futures
+    agent = consul_factory(node="medic-tagc-" + unique)
+    sid = "nowhere:%s:80" % unique
+    agent.api("/v1/kv/" + keys.key(None, "roles", sid), "PUT", "not json")
+    r = tag(agent, sid, "--add", "a", tmp_path=tmp_path)
+    assert r.returncode == 1 and role(agent, sid) == {"add": ["a"], "remove": []}, r.stdout
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda t: tag(agent, sid, "--add", t, tmp_path=tmp_path), ["b", "c", "d", "e"]))
+    assert [x.returncode for x in runs] == [1, 1, 1, 1], [x.stdout for x in runs]
+    assert sorted(role(agent, sid)["add"]) == ["a", "b", "c", "d", "e"]
