@@ -63,6 +63,11 @@ class Daemon:
         self.out = out
         return self.proc.returncode, out
 
+    def resyncs(self):
+        """The full resyncs this daemon logged (at -v every one is logged; the audit log keeps
+        only those that changed something, the first and an hourly summary)."""
+        return [ln for ln in self.stderr().splitlines() if "resync: " in ln and " registered, " in ln]
+
     def records(self, action=None):
         from handlers import audit
         return [r for r in audit.read(self.audit_log) if action is None or r.get("action") == action]

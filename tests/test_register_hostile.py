@@ -108,8 +108,8 @@ def test_hostile_containers_refused_while_a_normal_one_comes_and_goes(docker_cli
         n2 = sr.run_container(docker_client, unique, "medic-reg-%s-normal2" % unique,
                               labels=dict(NORMAL, SERVICE_NAME="www-" + unique))
         support.wait_for(lambda: passing(agent, sr.service_id(n2.name)), timeout=60, what="a new one registered")
-        n_resyncs = len(d.records("resync"))
-        support.wait_for(lambda: len(d.records("resync")) >= n_resyncs + 2, timeout=30, what="2 more resyncs")
+        n_resyncs = len(d.resyncs())
+        support.wait_for(lambda: len(d.resyncs()) >= n_resyncs + 2, timeout=30, what="2 more resyncs")
         assert d.alive(), d.stderr()
         assert trap.hits == 0, "a check label reached 127.0.0.9"
         assert not d.records("consul"), "a refused input was taken for Consul being down"

@@ -604,3 +604,31 @@ def test_fuzz_hostile_labels_never_escape_the_rules(attrs):
             assert authority == "127.0.0.1:32768", target
         elif check:
             assert check.get("TTL")
+
+
+class ListAudit:
+    def __init__(self):
+        self.recs = []
+
+    def write(self, rec):
+        self.recs.append(rec)
+
+
+def test_routine_resyncs_that_change_nothing_are_audited_only_as_an_hourly_summary():
+    now = [0.0]
+    audit = ListAudit()
+    reg = core.Registrar(OPTS, FakeAgent(), FakeEngine([container()]), audit=audit, clock=lambda: now[0])
+    reg.resync("initial resync")                                  # always recorded
+    for _ in range(5):
+        now[0] += 30
+        reg.resync("periodic resync")                             # quiet
+    resyncs = [r["reason"] for r in audit.recs if r["action"] == "resync"]
+    assert resyncs == ["initial resync: applied the differences"]
+    reg.agent.svc.clear()
+    reg.resync("periodic resync")                                 # it changed something: recorded
+    assert audit.recs[-1]["reason"] == "periodic resync: applied the differences"
+    now[0] += 3600
+    reg.resync("periodic resync")                                 # an hour of quiet: one summary
+    assert audit.recs[-1]["reason"] == ("periodic resync: nothing differs, nothing written (1 routine resyncs "
+                                        "changed nothing since the last record)")
+    assert [r["action"] for r in audit.recs] == ["register", "resync", "register", "resync", "resync"]

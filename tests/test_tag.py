@@ -51,15 +51,14 @@ def test_role_tag_survives_resyncs_and_a_registrar_restart(docker_client, demo_i
         health = "/v1/health/service/redis-" + unique
         time.sleep(1.0)
         idx = sr.index_of(agent, health)
-        n = len(d.records("resync"))
-        support.wait_for(lambda: len(d.records("resync")) >= n + 4, timeout=30, what="4 resyncs")
+        n = len(d.resyncs())
+        support.wait_for(lambda: len(d.resyncs()) >= n + 4, timeout=30, what="4 resyncs")
         assert sorted(sr.services(agent)[sid]["Tags"]) == ["master", "redis"]
         assert sr.index_of(agent, health) == idx, "a resync rewrote the re-tagged instance"
         # registrar restart
         assert d.stop()[0] == 0
         d = sr.Daemon(agent.addr, unique, resync=0.5, audit_log=audit_log).start()
-        support.wait_for(lambda: len([r for r in d.records("resync") if r["pid"] == d.proc.pid]) >= 3,
-                         timeout=30, what="resyncs of the new registrar")
+        support.wait_for(lambda: len(d.resyncs()) >= 3, timeout=30, what="resyncs of the new registrar")
         assert sorted(sr.services(agent)[sid]["Tags"]) == ["master", "redis"]
         assert sr.index_of(agent, health) == idx
         # the container restarts on a new port: re-registered, the role kept
