@@ -632,3 +632,9 @@ def test_routine_resyncs_that_change_nothing_are_audited_only_as_an_hourly_summa
     assert audit.recs[-1]["reason"] == ("periodic resync: nothing differs, nothing written (1 routine resyncs "
                                         "changed nothing since the last record)")
     assert [r["action"] for r in audit.recs] == ["register", "resync", "register", "resync", "resync"]
+
+
+def test_a_container_publishing_a_port_range_is_refused_not_registered_by_the_hundred():
+    ports = {"%d/tcp" % p: [{"HostIp": "127.0.0.1", "HostPort": str(p + 20000)}] for p in range(1000, 1200)}
+    regs, skips = labels.registrations(container(ports=ports), OPTS)
+    assert regs == [] and skips[0].action == "refuse" and "200 ports: at most 128" in skips[0].reason
