@@ -89,7 +89,10 @@ class Registrar:
 
     def _names(self, cid):
         data = self.containers.get(cid) or self.exited.get(cid)
-        return sorted({r.name for r in registrations(data, self.opts)[0]}) if data else []
+        try:
+            return sorted({r.name for r in registrations(data, self.opts)[0]}) if data else []
+        except Exception:  # data the conventions cannot read was refused at registration: no names
+            return []
 
     def on_event(self, event):
         """Apply one Docker event to the in-memory state; returns the container id touched."""
@@ -109,8 +112,8 @@ class Registrar:
                 if action == "die" and (event_exit_code(event) or 0) != 0 and cid in self.containers:
                     self.exited[cid] = self.containers.pop(cid)  # kept registered: its check tells
                     return cid
-                if action in ("stop", "oom") and cid in self.exited:
-                    return None
+                if (action in ("stop", "oom") and cid in self.exited) or (action == "oom" and cid in self.containers):
+                    return None  # the die event (its exit code) decides
             if action.startswith("kill"):  # a second kill (SIGKILL after the stop timeout) keeps the first's
                 self.stopping[cid] = (self.clock(), self.stopping.get(cid, (0, self._names(cid)))[1])
             else:

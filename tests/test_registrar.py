@@ -555,7 +555,8 @@ def test_deregister_on_success_keeps_a_failed_container_registered():
     agent, engine = FakeAgent(), FakeEngine([c])
     reg = core.Registrar(model.Options("host1", "reg1", deregister="on-success"), agent, engine)
     reg.resync()
-    reg.on_event(_ev("die", c["Id"], exitCode="2"))
+    reg.on_event(_ev("oom", c["Id"]))
+    reg.on_event(_ev("die", c["Id"], exitCode="137"))
     reg.sync_pending()
     assert "host1:f:80" in agent.svc                     # kept: its failing check tells
     reg.on_event(_ev("destroy", c["Id"]))
