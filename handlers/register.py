@@ -44,7 +44,7 @@ def build():
     @click.option("--tags", "force_tags", default="", help="Comma-separated tags added to every service.")
     @click.option("--filter", "filters", multiple=True, metavar="LABEL[=VALUE]",
                   help="Only containers with this label (repeatable; all must match).")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common

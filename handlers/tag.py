@@ -23,7 +23,7 @@ def build():
     @click.argument("service_id")
     @click.option("--add", "add", multiple=True, metavar="TAG", help="Role tag to add (repeatable, or a,b).")
     @click.option("--remove", "remove", multiple=True, metavar="TAG", help="Tag to remove (repeatable, or a,b).")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @options.common
     def cmd(service_id, add, remove, audit_log, specs, env, consul_addr, token, token_file, consul_timeout,
             verbose):
