@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 PREFIX ?= /opt/consul-medic
 
-.PHONY: help venv testbed test unit demo demo-down bench clean consul-up consul-down config install
+.PHONY: help venv testbed test unit demo demo-down demo-failover bench clean consul-up consul-down config install
 
 help:
 	@sed -n '1,6p' Makefile
@@ -38,6 +38,10 @@ demo: testbed venv
 
 demo-down:
 	bash testbed/demo.sh down
+
+# one Redis failover with its timeline (own throwaway agent on free ports; cleans up after itself)
+demo-failover: testbed venv
+	$(BIN)/python testbed/demo_failover.py
 
 bench: testbed venv
 	$(BIN)/python tests/bench.py

@@ -44,13 +44,18 @@ def build():
 
 def _tags(flag, values):
     from .errors import UsageError
-    from .registrar import split_tags
+    from .reg_model import MAX_TAGS, split_tags, tag_problem
     out = []
     for v in values:
         parts = split_tags(v)
         if not parts:
             raise UsageError("%s needs a non-empty tag" % flag)
+        for t in parts:
+            if tag_problem(t):
+                raise UsageError("%s %s" % (flag, tag_problem(t)))
         out += [t for t in parts if t not in out]
+    if len(out) > MAX_TAGS:
+        raise UsageError("%s: %d tags, at most %d" % (flag, len(out), MAX_TAGS))
     return tuple(out)
 
 
@@ -58,7 +63,7 @@ def run(s, env, service_id, add, remove, audit_log=None):
     """Apply the role change; returns an Outcome. I/O through one lighthttp connection."""
     from urllib.parse import quote
 
-    from . import keys, registrar
+    from . import keys, reg_roles
     from .errors import ConsulError, UsageError
     from .lighthttp import Connection
 
@@ -80,14 +85,14 @@ def run(s, env, service_id, add, remove, audit_log=None):
                 service_id, tags, json.dumps(role or {}, sort_keys=True))))
         body = replace = None
         if service is not None:
-            new_tags = registrar.apply_tag_change(service.get("Tags") or (), add, remove)
+            new_tags = reg_roles.apply_tag_change(service.get("Tags") or (), add, remove)
             try:
-                body, replace = registrar.retag(service, c.get_json("/v1/agent/checks")[1].values(), new_tags)
+                body, replace = reg_roles.retag(service, c.get_json("/v1/agent/checks")[1].values(), new_tags)
             except ValueError as e:
                 raise UsageError(str(e)) from None
         # 1. the role, compare-and-set: the registrar's source of truth survives restarts
         for _ in range(CAS_ATTEMPTS):
-            new_role = registrar.apply_role_change(role, add, remove)
+            new_role = reg_roles.apply_role_change(role, add, remove)
             if _cas(c, key, index or 0, json.dumps(new_role, sort_keys=True).encode()):
                 break
             role, index, note = _read_role(c, key)
@@ -119,14 +124,14 @@ def run(s, env, service_id, add, remove, audit_log=None):
 
 def _read_role(c, key):
     """(role or None, ModifyIndex or None, note) of the KV record."""
-    from . import registrar
+    from . import reg_roles
     from urllib.parse import quote
     resp = c.call("GET", "/v1/kv/" + quote(key, safe="/:@"), ok=(200, 404))
     if resp.status == 404:
         return None, None, ""
     entry = (resp.json() or [{}])[0]
     try:
-        return registrar.parse_role(base64.b64decode(entry.get("Value") or "") or b"{}"), entry["ModifyIndex"], ""
+        return reg_roles.parse_role(base64.b64decode(entry.get("Value") or "") or b"{}"), entry["ModifyIndex"], ""
     except ValueError as e:
         return None, entry["ModifyIndex"], " (replaced a malformed record: %s)" % e
 

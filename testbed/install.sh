@@ -5,6 +5,8 @@
 #   docker.io          from Debian 12; dockerd started in the background if no engine answers
 #   docker compose v2  from the Debian 13 docker-compose .deb, as a Docker CLI plugin
 #   busybox-static     for the demo image (no registry is reachable)
+#   nginx (+ stream module), haproxy, redis-server, redis-tools: medic-lb / medic-failover tests;
+#                      installed with their services NOT started (tests run their own processes)
 #   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/test_install.py)
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
@@ -77,6 +79,22 @@ install_busybox() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
 }
 
+install_lb_parts() {  # medic-lb and medic-failover: real nginx 1.22, HAProxy 2.6, Redis 7
+  local pkgs=(nginx libnginx-mod-stream haproxy redis-server redis-tools) missing=() p
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} = 0 ]; then log "nginx, haproxy, redis present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]} (their system services are not started)"
+  local own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
+  [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
 install_site_tools() {  # site: the unit and install tests (tests/test_install.py)
   local missing=()
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
@@ -119,5 +137,7 @@ install_busybox
 install_site_tools
 start_dockerd
 install_compose
+install_lb_parts
 "$(dirname "$0")/build-image.sh"
+"$(dirname "$0")/build-redis-image.sh"
 log "ready"

@@ -269,8 +269,14 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
+# -- medic-lb / medic-failover rows (owner: lb helper; the measurements live in bench_lb.py) --------------
+def lb_rows(b):
+    import bench_lb
+    return bench_lb.lb_render_1000(b) + bench_lb.lb_reload_after_change(b) + bench_lb.failover_time(b)
+
+
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
-                swarm_time_to_heal, register_100]
+                swarm_time_to_heal, register_100, lb_rows]
 
 
 # -- output ------------------------------------------------------------------------

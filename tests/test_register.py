@@ -210,7 +210,7 @@ def test_ignored_and_unpublished_containers_audited_not_registered(env):
 def test_once_registers_and_removes_ghosts(env):
     c = sr.run_container(env.client, env.unique, "medic-reg-%s-o" % env.unique, labels=labels_for(env.unique))
     args = ["--once", "--consul-addr", env.agent.addr, "--filter", "medic.test=" + env.unique,
-            "--registrar-id", "once-" + env.unique, "--audit-log", str(env.tmp / "once.jsonl")]
+            "--registrar-id", "once-" + env.unique, "--audit-log", str(env.tmp / "once.jsonl"), "--allow-loopback-ip"]
     r = support.run_medic("medic-register", args)
     assert (r.returncode, r.stdout) == (0, "MEDIC OK - resync: 1 registered, 0 deregistered, 0 unchanged, "
                                            "1 containers (registrar once-%s)\n" % env.unique), r.stderr
@@ -240,14 +240,14 @@ def test_consul_unreachable_once_is_unknown(docker_client, unique, tmp_path):
     port = support.free_port()
     r = support.run_medic("medic-register", ["--once", "--consul-addr", "127.0.0.1:%d" % port,
                                              "--filter", "medic.test=" + unique, "--consul-timeout", "1",
-                                             "--audit-log", str(tmp_path / "a.jsonl")])
+                                             "--ip", "127.0.0.1", "--audit-log", str(tmp_path / "a.jsonl")])
     assert r.returncode == 3
     assert r.stdout.startswith("MEDIC UNKNOWN - consul: cannot connect to Consul at http://127.0.0.1:%d" % port)
     assert len(r.stdout.splitlines()) == 1
 
 
 def test_engine_unreachable_once_is_unknown(tmp_path):
-    r = support.run_medic("medic-register", ["--once", "--consul-addr", "127.0.0.1:1"],
+    r = support.run_medic("medic-register", ["--once", "--consul-addr", "127.0.0.1:1", "--allow-loopback-ip"],
                           env=support.medic_env(DOCKER_HOST="unix://%s/none.sock" % tmp_path,
                                                 MEDIC_AUDIT_LOG=str(tmp_path / "a.jsonl")))
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - engine: "), r.stdout

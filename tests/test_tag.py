@@ -136,6 +136,9 @@ def test_service_not_on_this_agent_records_the_role_and_warns(consul_factory, un
     (["x:y:80", "--add", "a", "--remove", "a"], "usage: tag a is both added and removed"),
     (["a/b", "--add", "m"], "usage: service ID 'a/b': must be non-empty and contain no '/'"),
     (["x:y:80", "--add", " , "], "usage: --add needs a non-empty tag"),
+    (["x:y:80", "--add", "ma\u200fster"], "usage: --add tag 'ma?ster': printable, at most 255 characters"),
+    (["x:y:80", "--remove", "t" * 300], "usage: --remove tag '%s...': printable, at most 255 characters" % ("t" * 80)),
+    (["x:y:80", "--add", ",".join("t%d" % i for i in range(70))], "usage: --add: 70 tags, at most 64"),
     ([], "usage: Missing argument 'SERVICE_ID'."),
 ])
 def test_usage_errors(args, msg):
