@@ -40,7 +40,7 @@ res: the scaler's Result (None: no action); extra: fields only some rounds have.
 
 def heal_service(run, sp):
     """-> Result. Never raises MedicError: a failure is an 'error' record and UNKNOWN."""
-    from . import diagnose, lock, recheck
+    from . import consul_errors, lock, recheck
 
     t0 = run.monotonic()
     st = None
@@ -80,7 +80,7 @@ def heal_service(run, sp):
     except MedicError as e:
         why = ("" if e.kind == "error" else e.kind + ": ") + str(e)
         if e.kind == "consul" and st is not None:
-            why = diagnose.cause(st, why) + why
+            why = consul_errors.cause(st, why) + why
         run.audit(_base(run, sp, t0, decision="error", reason=why, result=None, argv=None))
         return Result(sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why),
                       None)
