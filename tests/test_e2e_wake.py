@@ -31,8 +31,10 @@ def test_a_graceful_stop_is_healed_through_the_wake_up_key(stack):
     t0 = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "4", victim], check=True, capture_output=True, timeout=60)
     stopped = time.monotonic() - t0
-    stack.settled(3, timeout=60)
+    support.wait_for(lambda: stack.passing() == 3 and len(stack.container_ids()) == 3, 60, 0.05,
+                     what="3 passing again")
     healed = time.monotonic() - t0
+    stack.settled(3, timeout=60)
     actions = stack.scale_actions()[before:]
     assert len(actions) == 1, stack.records()
     wakes = [r for r in audit.read(os.path.join(stack.dir, "register.jsonl")) if r.get("action") == "wake"]
