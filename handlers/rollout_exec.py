@@ -132,17 +132,19 @@ class Executor:
                 rolling = state["phase"] == "rolling"
                 ref, want = ((state["image"], state["image_id"]) if rolling
                              else (state["from_image"], state["from_image_id"]))
-                why = self.paused()
-                if why and rolling:
-                    self._wait_stops()
-                    self.store.save(state)
-                    return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
-                                        changed=True)
                 view, details = self.d.view(set(self.stopping))
                 p = rollout_plan.plan(self.declared, view, want, resuming=True)
                 if p.kind == "done":
                     break
                 step = p.steps[0]
+                # a pause stops the run before a start, never between a start and its retire: a paused
+                # service has its declared number of instances, not one more
+                why = self.paused() if rolling and step.kind == "start" else None
+                if why:
+                    self._wait_stops()
+                    self.store.save(state)
+                    return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
+                                        changed=True)
                 ok, why = self._step(step, ref, want, state, details)
                 state["step"] += 1
                 self.out.step_done()

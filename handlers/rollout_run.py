@@ -20,7 +20,7 @@ ENGINE_TIMEOUT = 60.0
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
         engine_factory=None):
-    from . import lighthttp, observe, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
+    from . import lighthttp, observe, pause, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
     from . import settings
     from . import spec as spec_mod
 
@@ -62,10 +62,6 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
                     env=env, settings=st)
 
     def paused():
-        try:
-            from . import pause
-        except ImportError:  # the pause module lands with medic-heal --pause; until then nothing pauses
-            return None
         p = pause.read(client, env, service, time.time())
         return pause.describe(p) if p else None
 

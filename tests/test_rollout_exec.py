@@ -121,8 +121,8 @@ def test_pause_between_steps_stops_and_keeps_state():
     ex, _, _, _ = executor(d, st, paused=paused)
     o = ex.run("new:1")
     assert o.status == Status.WARNING and "paused" in o.text and "run again to resume" in o.text
-    assert st.doc["phase"] == "rolling" and st.doc["step"] == 2
-    assert d.min_serving == 3
+    assert st.doc["phase"] == "rolling" and st.doc["step"] == 4  # stopped before a start, never after one
+    assert d.min_serving == 3 and len(d.boxes) == 3
     ex2, _, _, _ = executor(d, st)
     o = ex2.run("new:1")
     assert o.status == Status.OK and sorted(b.image for b in d.boxes.values()) == [NEW] * 3
