@@ -26,7 +26,7 @@ LAYERS = {
     1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose",
-        "handlers.rollout_image", "handlers.rollout_lock"],  # rollout helper
+        "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress"],  # rollout helper
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",

@@ -173,3 +173,17 @@ def test_dry_run_changes_nothing():
     o = ex.run("new:1", dry_run=True)
     assert o.status == Status.OK and "6 step(s)" in o.text and "  1. start one new instance of new:1" in o.text
     assert d.log == [] and st.doc is None
+
+
+def test_progress_bar_only_on_a_terminal():
+    plain = rollout_exec.Progress(io.StringIO(), total=4, tty=False)
+    plain.line("step 1")
+    plain.step_done()
+    plain.close()
+    assert plain.stream.getvalue() == "step 1\n"
+    tty = rollout_exec.Progress(io.StringIO(), total=4, tty=True)
+    tty.line("step 1")
+    tty.step_done()
+    tty.close()
+    text = tty.stream.getvalue()
+    assert "step 1\n" in text and "1/4 steps" in text and "#" * 7 in text and text.endswith("\r\033[K")
