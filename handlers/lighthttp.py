@@ -65,7 +65,9 @@ class Connection:
     def _connect(self):
         s = self.settings
         try:
-            sock = socket.create_connection((s.host, s.port), timeout=s.timeout)
+            # an ASCII host as bytes: a str makes getaddrinfo load the idna codec (~2.5 ms of CPU per run)
+            host = s.host.encode("ascii") if s.host.isascii() else s.host
+            sock = socket.create_connection((host, s.port), timeout=s.timeout)
         except OSError as e:
             raise ConsulError("cannot connect to Consul at %s: %s" % (s.addr, _reason(e))) from None
         if s.scheme == "https":

@@ -47,6 +47,8 @@ def run_watch(stream, _payload=None, **kw):
     specs = spec_mod.load_dir(spec_mod.specs_dir(kw.get("specs")), env_name)
     addrs = {s.consul_addr for s in specs.values() if s.consul_addr}
     env, cfg, global_conf = _setup(kw, spec_addr=addrs.pop() if len(addrs) == 1 else None)
+    from . import acl  # a payload or read that ACLs filtered is not "0 services"
+    acl.require_settings(cfg, acl.notify_needs(env))
     policies = {name: resolve_policy(global_conf, s, s.path) for name, s in specs.items()}
     audit = _audit_log(kw, cfg, policies.values())
     notifier = Notifier(AlertStore(settings.make_client(cfg), cfg, env), audit, env)
