@@ -139,3 +139,21 @@ def test_pause_refuses_stops_between_steps_and_heal_stands_aside(roll_world):
     r = w.rollout("--image", v2)
     assert r.returncode == 0 and "resuming" in r.stdout, r.stdout
     assert w.running_images() == [v2] * 3 and w.kv("rollout") is None
+
+
+def test_abort_after_a_killed_run_rolls_back_to_the_old_image(roll_world):
+    w = roll_world().start(3)
+    v2 = w.variant("v2", page="release two")
+    p = subprocess.Popen([support.BIN + "/medic-rollout", w.service, "--image", v2], env=w.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        support.wait_for(lambda: (w.kv("rollout") or {}).get("step", 0) >= 3, timeout=120, what="three steps done")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+    r = support.wait_for(lambda: _not_locked(w.rollout("--abort")), timeout=60, interval=1,
+                         what="--abort getting the lock")
+    assert r.returncode == 2 and "rolled back to %s" % support.DEMO_IMAGE in r.stdout, r.stdout
+    assert w.running_images() == [support.DEMO_IMAGE] * 3
+    w.wait_passing(3)
+    assert w.kv("rollout") is None and w.kv("image") is None
