@@ -23,8 +23,9 @@ DEFAULT_AUDIT_LOG = "/var/lib/consul-medic/audit.jsonl"
 
 
 def audit_path(explicit=None, environ=None):
+    """The audit log's absolute path (a relative one is resolved once, against the start directory)."""
     env = os.environ if environ is None else environ
-    return explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG
+    return os.path.abspath(explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG)
 
 
 def _scrub(value, secrets):

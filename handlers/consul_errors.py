@@ -9,9 +9,14 @@ denied" or "ACL not found". `explain(settings, error)` names the cause:
     agent down              nothing answers at the configured address
     servers unreachable     the local agent answers, but not with a leader's view
     no leader               the servers answer that there is no leader (quorum lost?)
+    agent not ready         the local agent's node is not in the catalog yet (restarted
+                            moments ago): a session then fails with "rpc error ...
+                            Missing node registration", which is not a lost leader
 
-It asks one short extra question (`GET /v1/status/leader?stale`, at most 3 s) only
-when the text alone does not say. It never raises: explaining must not fail.
+It asks a few short questions (`GET /v1/status/leader?stale`, `/v1/agent/self`,
+`/v1/catalog/node/<own node>?stale`; at most 3 s each) only when the text alone does
+not say. It never raises: explaining must not fail. (heal's handlers/diagnose.py asks
+the same questions; `diagnose.cause` can become this module's `cause`.)
 """
 from .errors import ConsulTimeout, MedicError
 
@@ -20,6 +25,8 @@ AGENT_DOWN = "Consul agent not reachable at %s: "
 SERVERS = "Consul servers do not answer (no cluster leader? quorum lost?): "
 NO_LEADER = "no cluster leader (quorum lost?): "
 LEADER_LOST = "Consul servers unreachable (leader %s lost?): "
+NOT_READY = ("the local Consul agent is not ready (its node %s is not registered in the catalog yet: "
+             "restarted moments ago?): ")
 
 _ACL_TEXT = ("permission denied", "acl not found", "http 403", "403 forbidden")
 
@@ -61,6 +68,7 @@ def _cause(settings, text):
             if resp.status != 200:
                 return SERVERS  # the local agent answers, but cannot reach a server that knows
             leader = resp.json()
+            node = _unregistered_node(conn) if leader else None
     except ConsulTimeout:
         return SERVERS
     except MedicError:
@@ -68,7 +76,32 @@ def _cause(settings, text):
         return "" if "cannot connect" in text else AGENT_DOWN % settings.addr
     if not leader:
         return NO_LEADER
+    if node:
+        return NOT_READY % node
     if "rpc error" in text or "No cluster leader" in text:
         # a leader is still named (the survivors have not noticed yet) but cannot be reached
         return LEADER_LOST % leader
     return ""
+
+
+def _unregistered_node(conn):
+    """The local agent's node name when the catalog does not have it yet, else None."""
+    from .lighthttp import _quote
+
+    resp = conn.request("GET", "/v1/agent/self")
+    if resp.status != 200:
+        return None
+    try:
+        me = resp.json()
+        name = (me.get("Config") or {}).get("NodeName") or (me.get("Member") or {}).get("Name")
+    except (MedicError, AttributeError):
+        return None
+    if not name:
+        return None
+    resp = conn.request("GET", "/v1/catalog/node/" + _quote(name), [("stale", None)])
+    if resp.status != 200:
+        return None
+    try:
+        return name if resp.json() is None else None
+    except MedicError:
+        return None

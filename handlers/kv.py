@@ -9,8 +9,9 @@ bounded number of times. Consistent reads: a key decides what we do.
 
 `fn(current)` gets the decoded JSON (None when the key is absent, an `Unreadable`
 when the stored bytes are not JSON) and returns the new value, or `KEEP` to write
-nothing. `client` is a py-consul client from `settings.make_client`; its token is
-scrubbed from every error.
+nothing. `client` is either a py-consul client from `settings.make_client` or a
+`lighthttp.Connection` (the light transport of the hot paths): same interface, same
+semantics. The token is scrubbed from every error.
 """
 import json
 import random
@@ -38,8 +39,41 @@ class CasConflict(ConsulError):
 
 def _reason(client, e):
     text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    st = getattr(client, "settings", None)
+    if st is not None:
+        return st.redact(text)
     token = getattr(client, "token", None)
     return text.replace(token, "<redacted>") if token else text
+
+
+def _light(client):
+    """A lighthttp.Connection (it has no `.kv`): speak the KV API through it."""
+    return not hasattr(client, "kv")
+
+
+def _light_get(conn, key):
+    from .lighthttp import _quote
+    resp = conn.call("GET", "/v1/kv/" + _quote_key(key, _quote), [("consistent", None)], ok=(200, 404))
+    if resp.status == 404:
+        return None
+    items = resp.json()
+    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+        raise ConsulError("KV %s: Consul answered an unexpected shape" % key)
+    import base64
+    item = dict(items[0])
+    item["Value"] = base64.b64decode(item["Value"]) if item.get("Value") else None
+    return item
+
+
+def _light_put(conn, key, body, cas):
+    from .lighthttp import _quote
+    params = [("cas", str(int(cas)))] if cas is not None else None
+    resp = conn.call("PUT", "/v1/kv/" + _quote_key(key, _quote), params, body.encode("utf-8"))
+    return resp.body.strip() == b"true"
+
+
+def _quote_key(key, quote):
+    return "/".join(quote(part) for part in key.split("/"))
 
 
 def decode(raw):
@@ -55,7 +89,7 @@ def decode(raw):
 def read(client, key):
     """-> (value, ModifyIndex); (None, 0) when absent. Raises ConsulError."""
     try:
-        _, item = client.kv.get(key, consistency="consistent")
+        item = _light_get(client, key) if _light(client) else client.kv.get(key, consistency="consistent")[1]
     except Exception as e:
         raise ConsulError("cannot read KV %s: %s" % (key, _reason(client, e))) from None
     if not item:
@@ -68,7 +102,7 @@ def put(client, key, value, cas=None):
     -> True when written. Raises ConsulError."""
     body = json.dumps(value, sort_keys=True, default=str)
     try:
-        return bool(client.kv.put(key, body, cas=cas))
+        return _light_put(client, key, body, cas) if _light(client) else bool(client.kv.put(key, body, cas=cas))
     except Exception as e:
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(client, e))) from None
 

@@ -5,7 +5,7 @@ policies, audit log, store) and hands the alerts to one Notifier.
 import json
 
 from . import audit as audit_mod
-from . import channels, notify_rules, settings
+from . import channels, consul_errors, notify_rules, settings
 from . import spec as spec_mod
 from .errors import ConsulError, PayloadError, SpecError
 from .notifier import Notifier
@@ -79,7 +79,7 @@ def run_sweep(**kw):
         _, raw = client.health.checks(kw.get("medic_service") or "medic")
     except Exception as e:
         raise ConsulError("reading the checks of service %r: %s" % (kw.get("medic_service") or "medic",
-                                                                  cfg.redact(e))) from None
+                                                                  consul_errors.explain(cfg, e))) from None
     return run_watch(None, _payload=json.dumps(raw or []), **kw)
 
 

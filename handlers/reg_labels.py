@@ -11,7 +11,7 @@ import re
 import time
 
 from .reg_checks import build_check
-from .reg_model import (MAX_ID_LEN, MAX_META, MAX_TAGS, META_CONTAINER, META_PROJECT, META_REGISTRAR,
+from .reg_model import (MAX_ID_LEN, MAX_META, MAX_PORTS, MAX_TAGS, META_CONTAINER, META_PROJECT, META_REGISTRAR,
                         META_SERVICE, META_STARTED, MEDIC_META, RESERVED_ID_PREFIXES, RESERVED_IDS, RESERVED_NAMES,
                         _META_KEY, Registration, Skip, split_tags, tag_problem)
 from .reg_roles import merge_tags
@@ -136,6 +136,9 @@ def registrations(inspect, opts, roles=None, exited=False):
     offered = endpoints(inspect, opts)
     if not offered:
         return [], [Skip(who, cid[:12], "no published ports")]
+    if len(offered) > MAX_PORTS:
+        return [], [Skip(who, cid[:12], "%d ports: at most %d registrations per container" % (len(offered), MAX_PORTS),
+                         "refuse")]
     group = len(offered) > 1
     meta_base = {META_CONTAINER: cid,
                  META_PROJECT: str(labels.get("com.docker.compose.project", ""))[:512],

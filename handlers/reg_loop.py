@@ -2,6 +2,15 @@
 from .errors import ConsulError, EngineError
 
 
+def docker_client(timeout):
+    """docker.from_env (DOCKER_HOST honoured) with an explicit timeout."""
+    import docker
+    try:
+        return docker.from_env(timeout=timeout)
+    except Exception as e:
+        raise EngineError("cannot reach the Docker engine: %s" % e) from None
+
+
 class EventPump:
     """Thread: follows the engine's container events into a queue; reconnects with backoff.
 

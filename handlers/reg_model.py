@@ -32,6 +32,7 @@ MAX_META = 64
 MAX_TAGS = 64
 MAX_TAG_LEN = 255
 MAX_ID_LEN = 256
+MAX_PORTS = 128  # registrations per container: a container publishing a port range is refused, not registered
 DEREGISTER_MODES = ("always", "on-success")
 
 DEFAULT_INTERVAL = "10s"

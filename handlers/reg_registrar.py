@@ -13,15 +13,6 @@ from .reg_labels import desired, is_serving, registrations
 from .reg_model import META_CONTAINER
 
 
-def docker_client(timeout):
-    """docker.from_env (DOCKER_HOST honoured) with an explicit timeout."""
-    import docker
-    try:
-        return docker.from_env(timeout=timeout)
-    except Exception as e:
-        raise EngineError("cannot reach the Docker engine: %s" % e) from None
-
-
 def _engine_error(e):
     return EngineError("Docker engine: %s" % (str(e).splitlines()[0] if str(e) else type(e).__name__))
 
@@ -54,6 +45,7 @@ class Registrar:
         self.wakes = []          # (service name, container id, why) to write to medic/<env>/wake/
         self.stats = {"register": 0, "deregister": 0, "unchanged": 0, "skipped": 0, "refused": 0, "wake": 0}
         self._skips_seen, self._skips_now = set(), set()
+        self._quiet, self._summary_at = 0, clock()
 
     # -- recording
     def record(self, rec):
@@ -97,7 +89,10 @@ class Registrar:
 
     def _names(self, cid):
         data = self.containers.get(cid) or self.exited.get(cid)
-        return sorted({r.name for r in registrations(data, self.opts)[0]}) if data else []
+        try:
+            return sorted({r.name for r in registrations(data, self.opts)[0]}) if data else []
+        except Exception:  # data the conventions cannot read was refused at registration: no names
+            return []
 
     def on_event(self, event):
         """Apply one Docker event to the in-memory state; returns the container id touched."""
@@ -117,8 +112,8 @@ class Registrar:
                 if action == "die" and (event_exit_code(event) or 0) != 0 and cid in self.containers:
                     self.exited[cid] = self.containers.pop(cid)  # kept registered: its check tells
                     return cid
-                if action in ("stop", "oom") and cid in self.exited:
-                    return None
+                if (action in ("stop", "oom") and cid in self.exited) or (action == "oom" and cid in self.containers):
+                    return None  # the die event (its exit code) decides
             if action.startswith("kill"):  # a second kill (SIGKILL after the stop timeout) keeps the first's
                 self.stopping[cid] = (self.clock(), self.stopping.get(cid, (0, self._names(cid)))[1])
             else:
@@ -270,13 +265,28 @@ class Registrar:
             return d, False
         return None, False
 
+    QUIET_WHY = ("periodic resync", "resync")  # full resyncs that are routine, not an event
+    SUMMARY_EVERY = 3600.0  # a routine resync that changed nothing is audited once an hour, as a summary
+
     def record_resync(self, d, why):
+        """Audit a full resync. One that wrote something, the first one and the one after an
+        engine reconnect are always recorded; routine ones that changed nothing only as an
+        hourly summary (the log says each one at -v), so a quiet fleet does not fill the log."""
         regs = sum(1 for o in d.ops if o.action == "register")
         deregs = len(d.ops) - regs
+        what = "applied the differences" if d.ops else "nothing differs, nothing written"
+        self.log("%s: %d registered, %d deregistered, %d unchanged, %d refused: %s"
+                 % (why, regs, deregs, d.unchanged, len(self.retry), what))
+        now = self.clock()
+        if not d.ops and why in self.QUIET_WHY:
+            self._quiet += 1
+            if now - self._summary_at < self.SUMMARY_EVERY:
+                return
+            what = "%s (%d routine resyncs changed nothing since the last record)" % (what, self._quiet)
+        self._quiet, self._summary_at = 0, now
         self.record({"action": "resync", "containers": len(self.containers), "registered": regs,
-                      "deregistered": deregs, "unchanged": d.unchanged, "refused": len(self.retry),
-                      "reason": "%s: %s" % (why, "applied the differences" if d.ops
-                                            else "nothing differs, nothing written")})
+                     "deregistered": deregs, "unchanged": d.unchanged, "refused": len(self.retry),
+                     "reason": "%s: %s" % (why, what)})
 
     def resync(self, why="resync"):
         """One full resync: list the engine, converge the fleet. Raises on failure."""

@@ -79,6 +79,11 @@ def parse_role(raw):
         data = json.loads(raw)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    return role_from_value(data)
+
+
+def role_from_value(data):
+    """A decoded role record -> {"add": [...], "remove": [...]}; raises ValueError when malformed."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     out = {}

@@ -44,17 +44,17 @@ def build():
     @click.option("--tags", "force_tags", default="", help="Comma-separated tags added to every service.")
     @click.option("--filter", "filters", multiple=True, metavar="LABEL[=VALUE]",
                   help="Only containers with this label (repeatable; all must match).")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
     def cmd(once, resync, ip, allow_loopback, internal, explicit, deregister, hostname, registrar_id, force_tags,
             filters, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
-        from . import audit, reg_agent, reg_model, reg_registrar, settings
+        from . import audit, reg_agent, reg_loop, reg_model, reg_registrar, settings
         from .errors import UsageError
 
-        if resync < 0 or docker_timeout <= 0:
-            raise UsageError("--resync must be >= 0 and --docker-timeout > 0")
+        if not (0 <= resync <= 86400 and 0 < docker_timeout <= 600):  # NaN and Infinity fail too
+            raise UsageError("--resync must be 0 to 86400 seconds and --docker-timeout above 0, at most 600")
         s = settings.resolve(consul_addr, token, token_file, consul_timeout)
         env_name = settings.environment(env)
         host = hostname or socket.gethostname()
@@ -65,7 +65,7 @@ def build():
                                  deregister)
         log = _logger(verbose)
         agent = reg_agent.Agent(s, env_name)
-        reg = reg_registrar.Registrar(opts, agent, reg_registrar.docker_client(docker_timeout),
+        reg = reg_registrar.Registrar(opts, agent, reg_loop.docker_client(docker_timeout),
                                       audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
                                       filters=filters, log=log if verbose else None)
         if warning:
@@ -86,7 +86,7 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     import queue
     import threading
 
-    from . import reg_loop, reg_registrar, reg_roles
+    from . import reg_loop, reg_roles
 
     signal.setitimer(signal.ITIMER_REAL, 0)  # MEDIC_DEADLINE bounds --once, not the daemon
     stop, q, got = threading.Event(), queue.Queue(), []
@@ -99,7 +99,7 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log("medic-register: registrar %s, consul %s, resync %gs" % (reg.opts.registrar_id, s.addr, resync))
-    reg_loop.serve(reg, lambda: reg_registrar.docker_client(docker_timeout), stop, q, resync_every=resync,
+    reg_loop.serve(reg, lambda: reg_loop.docker_client(docker_timeout), stop, q, resync_every=resync,
                     role_watch=reg_roles.RoleWatch(s, env_name, q, stop), log=log, filters=filters)
     reg.record({"action": "stop", "reason": "stopped by %s: registrations kept" % (got[0] if got else "request")})
     return Outcome(Status.OK, runtime.status_line(Status.OK, "stopped by %s after %d registrations, %d deregistrations"

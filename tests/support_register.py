@@ -63,6 +63,11 @@ class Daemon:
         self.out = out
         return self.proc.returncode, out
 
+    def resyncs(self):
+        """The full resyncs this daemon logged (at -v every one is logged; the audit log keeps
+        only those that changed something, the first and an hourly summary)."""
+        return [ln for ln in self.stderr().splitlines() if "resync: " in ln and " registered, " in ln]
+
     def records(self, action=None):
         from handlers import audit
         return [r for r in audit.read(self.audit_log) if action is None or r.get("action") == action]
@@ -72,9 +77,13 @@ def network_for(client, token):
     """The test token's own bridge network (created once): tests never depend on the engine's
     default bridge, which a neighbour on the shared machine may have broken."""
     name = "medic-reg-net-" + token
-    if not client.networks.list(names=[name]):
-        client.networks.create(name, driver="bridge", labels={LABEL: token})
+    with _NETWORK_LOCK:  # parallel run_container calls must not create it twice (names are not unique)
+        if not client.networks.list(names=[name]):
+            client.networks.create(name, driver="bridge", labels={LABEL: token})
     return name
+
+
+_NETWORK_LOCK = threading.Lock()
 
 
 def run_container(client, token, name, labels=None, ports=(80,), env=None, image=None, **kw):

@@ -152,3 +152,35 @@ def test_tls_capath_and_server_name_in_both_clients(tls_agent):
     with pytest.raises(ConsulError, match="TLS handshake"):  # the CA directory is what makes it trusted
         with lighthttp.Connection(no_ca) as c:
             c.get_json("/v1/status/leader")
+
+
+# -- consul_errors: an agent that restarted moments ago (error path: a local server plays it) ----------
+def test_explain_names_an_agent_whose_node_is_not_registered_yet():
+    from handlers import consul_errors
+    answers = {"/v1/status/leader": '"127.0.0.1:8300"', "/v1/agent/self": '{"Config": {"NodeName": "mon-1"}}',
+               "/v1/catalog/node/mon-1": "null"}
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = answers.get(self.path.split("?")[0], "{}").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        st = settings.resolve(consul_addr="127.0.0.1:%d" % srv.server_address[1], environ={})
+        why = consul_errors.explain(st, "rpc error making call: Missing node registration")
+        assert why.startswith("the local Consul agent is not ready (its node mon-1 is not registered"), why
+        answers["/v1/catalog/node/mon-1"] = '{"Node": {"Node": "mon-1"}}'
+        assert consul_errors.cause(st, "rpc error: x") == consul_errors.LEADER_LOST % "127.0.0.1:8300"
+        answers["/v1/status/leader"] = '""'
+        assert consul_errors.cause(st, "timeout") == consul_errors.NO_LEADER
+    finally:
+        srv.shutdown()
+        srv.server_close()

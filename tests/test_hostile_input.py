@@ -83,8 +83,8 @@ def test_deep_payload_through_an_executable_is_exit_3(tmp_path):
     (tmp_path / "specs").mkdir()
     r = support.run_medic("medic-notify", ["watch", "--specs", str(tmp_path / "specs")],
                           input="[" * 100000 + "]" * 100000, env=support.medic_env())
-    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - payload: checks watch: payload is nested too deeply"), \
-        r.stdout + r.stderr
+    want = "MEDIC UNKNOWN - payload: checks watch: payload is nested too deeply"
+    assert r.returncode == 3 and r.stdout.startswith(want), r.stdout + r.stderr
     assert "RecursionError" not in r.stdout + r.stderr
 
 
@@ -138,3 +138,17 @@ def test_names_and_paths_within_limits(tmp_path, monkeypatch, field, value, wher
     with pytest.raises(SpecError) as e:
         specmod.load_file(path)
     assert ": %s" % where in str(e.value) and len(str(e.value)) < 600, str(e.value)[:300]
+
+
+def test_relative_argv0_and_log_paths_do_not_follow_the_working_directory(tmp_path, monkeypatch):
+    from handlers import alerts, audit
+    trap = tmp_path / "medic-notify"
+    trap.write_text("#!/bin/sh\nexit 0\n")
+    trap.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    exe = alerts.notify_exe(argv0="medic-heal", executable=os.path.join(support.ROOT, ".venv", "bin", "python"))
+    assert os.path.isabs(exe) and exe != str(trap), exe  # not the file in the working directory
+    assert alerts.notify_argv(specs="specs")[2:4] == ["--specs", str(tmp_path / "specs")]
+    assert audit.audit_path("rel/audit.jsonl", {}) == str(tmp_path / "rel" / "audit.jsonl")
+    assert audit.audit_path(None, {"MEDIC_AUDIT_LOG": "a.jsonl"}) == str(tmp_path / "a.jsonl")

@@ -9,13 +9,20 @@ from handlers import consul_errors, kv, settings
 pytestmark = pytest.mark.consul
 
 
-@pytest.fixture
-def client(consul_agent):
-    return settings.make_client(settings.resolve(consul_agent.addr, environ={}))
+@pytest.fixture(params=["py-consul", "lighthttp"])
+def client(request, consul_agent):
+    """Both transports of the access layer, through the same kv interface."""
+    st = settings.resolve(consul_agent.addr, environ={})
+    if request.param == "py-consul":
+        yield settings.make_client(st)
+    else:
+        from handlers import lighthttp
+        with lighthttp.Connection(st) as conn:
+            yield conn
 
 
 def test_cas_update_creates_updates_and_keeps(client, unique):
-    key = "medic/test-kv/%s/counter" % unique
+    key = "medic/test-kv/%s/counter with space" % unique
     assert kv.read(client, key) == (None, 0)
     assert kv.cas_update(client, key, lambda cur: {"n": 1}) == {"n": 1}
     assert kv.cas_update(client, key, lambda cur: {"n": cur["n"] + 1}) == {"n": 2}
@@ -25,7 +32,7 @@ def test_cas_update_creates_updates_and_keeps(client, unique):
     assert kv.read(client, key)[1] == index  # KEEP wrote nothing
 
 
-def test_cas_update_concurrent_writers_all_count(client, unique):
+def test_cas_update_concurrent_writers_all_count(client, unique, consul_agent):
     key = "medic/test-kv/%s/race" % unique
     errors = []
 
@@ -35,8 +42,8 @@ def test_cas_update_concurrent_writers_all_count(client, unique):
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    def client_of_own():  # py-consul's session is not shared across threads here
-        return settings.make_client(settings.resolve(client.http.base_uri, environ={}))
+    def client_of_own():  # one connection per thread (lighthttp's is not thread-safe)
+        return settings.make_client(settings.resolve(consul_agent.addr, environ={}))
 
     threads = [threading.Thread(target=bump) for _ in range(8)]
     for t in threads:
@@ -58,9 +65,9 @@ def test_cas_update_gives_up_with_a_clear_error(client, unique):
         kv.cas_update(client, key, meddle, attempts=3, pause=(0, 0))
 
 
-def test_unreadable_value_is_handed_over_not_raised(client, unique):
+def test_unreadable_value_is_handed_over_not_raised(client, unique, consul_agent):
     key = "medic/test-kv/%s/garbage" % unique
-    client.kv.put(key, b"\xff{not json")
+    settings.make_client(settings.resolve(consul_agent.addr, environ={})).kv.put(key, b"\xff{not json")
     value, _ = kv.read(client, key)
     assert isinstance(value, kv.Unreadable) and "not JSON" in value.why
     assert kv.cas_update(client, key, lambda cur: {"fixed": True}) == {"fixed": True}
@@ -72,7 +79,8 @@ def test_explain_names_an_absent_agent_and_acl_denials():
     assert consul_errors.explain(st, "connection refused").startswith("Consul agent not reachable at http://127.0.0.1:")
     assert consul_errors.explain(st, "Consul GET /v1/kv/x: permission denied (ACL)").startswith("ACL denied")
     # the lighthttp text already says it: no second prefix
-    assert consul_errors.explain(st, "cannot connect to Consul at x: refused") == "cannot connect to Consul at x: refused"
+    text = "cannot connect to Consul at x: refused"
+    assert consul_errors.explain(st, text) == text
 
 
 def test_explain_adds_nothing_when_the_cluster_is_fine(consul_agent):

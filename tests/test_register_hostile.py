@@ -108,8 +108,8 @@ def test_hostile_containers_refused_while_a_normal_one_comes_and_goes(docker_cli
         n2 = sr.run_container(docker_client, unique, "medic-reg-%s-normal2" % unique,
                               labels=dict(NORMAL, SERVICE_NAME="www-" + unique))
         support.wait_for(lambda: passing(agent, sr.service_id(n2.name)), timeout=60, what="a new one registered")
-        n_resyncs = len(d.records("resync"))
-        support.wait_for(lambda: len(d.records("resync")) >= n_resyncs + 2, timeout=30, what="2 more resyncs")
+        n_resyncs = len(d.resyncs())
+        support.wait_for(lambda: len(d.resyncs()) >= n_resyncs + 2, timeout=30, what="2 more resyncs")
         assert d.alive(), d.stderr()
         assert trap.hits == 0, "a check label reached 127.0.0.9"
         assert not d.records("consul"), "a refused input was taken for Consul being down"
@@ -127,7 +127,8 @@ def _acl_agent(consul_factory, unique):
         "acl": {"enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
                 "tokens": {"master": master, "agent": master, "default": master}}})
     rules = ('node_prefix "" { policy = "read" }\nservice_prefix "" { policy = "read" }\n'
-             'service_prefix "ok-%s" { policy = "write" }\nkey_prefix "medic/" { policy = "write" }\n' % unique)
+             'service_prefix "ok-%s" { policy = "write" }\nkey_prefix "medic/default/roles/" { policy = "read" }\n'
+             'key_prefix "medic/default/wake/" { policy = "write" }\n' % unique)
     policy = support.http_json(agent.addr + "/v1/acl/policy", "PUT", {"Name": "reg-" + unique, "Rules": rules},
                                token=master)
     token = support.http_json(agent.addr + "/v1/acl/token", "PUT", {"Description": "medic-register test",

@@ -555,7 +555,8 @@ def test_deregister_on_success_keeps_a_failed_container_registered():
     agent, engine = FakeAgent(), FakeEngine([c])
     reg = core.Registrar(model.Options("host1", "reg1", deregister="on-success"), agent, engine)
     reg.resync()
-    reg.on_event(_ev("die", c["Id"], exitCode="2"))
+    reg.on_event(_ev("oom", c["Id"]))
+    reg.on_event(_ev("die", c["Id"], exitCode="137"))
     reg.sync_pending()
     assert "host1:f:80" in agent.svc                     # kept: its failing check tells
     reg.on_event(_ev("destroy", c["Id"]))
@@ -575,3 +576,66 @@ def test_one_container_whose_data_breaks_the_conventions_never_stops_the_fleet()
     want, skips = labels.desired([odd, container(name="ok", cid="1" * 64)], OPTS)
     assert list(want) == ["host1:ok:80"]
     assert skips[0].action == "refuse" and "not understood" in skips[0].reason
+
+
+# ---------------------------------------------------------------- fuzz: hostile labels
+_keys = st.sampled_from(["SERVICE_NAME", "SERVICE_ID", "SERVICE_TAGS", "SERVICE_CHECK_HTTP", "SERVICE_CHECK_HTTPS",
+                         "SERVICE_CHECK_TCP", "SERVICE_CHECK_GRPC", "SERVICE_CHECK_TTL", "SERVICE_CHECK_INTERVAL",
+                         "SERVICE_CHECK_TIMEOUT", "SERVICE_CHECK_HTTP_METHOD", "SERVICE_CHECK_INITIAL_STATUS",
+                         "SERVICE_CHECK_SCRIPT", "SERVICE_80_NAME", "SERVICE_80_ID", "SERVICE_MEDIC_REGISTRAR",
+                         "SERVICE_80_CHECK_HTTP", "SERVICE_X"]) | st.text(min_size=1, max_size=20).map(
+                             lambda s: "SERVICE_" + s)
+_values = st.text(max_size=80) | st.sampled_from(["@127.0.0.9:1/x", "//127.0.0.9/", "/ok", "medic", "1e999s",
+                                                  "1s", "http://127.0.0.9/", "a\u200fb", "x\ny"])
+
+
+@given(st.dictionaries(_keys, _values, max_size=12))
+def test_fuzz_hostile_labels_never_escape_the_rules(attrs):
+    """Whatever the labels: no exception, and every registration keeps the invariants."""
+    regs, skips = labels.registrations(container(labels=attrs), OPTS)
+    assert all(s.reason.isprintable() for s in skips)
+    for reg in regs:
+        assert labels.ident_problem(reg.id, reg.name, custom_id=True) is None
+        assert labels.tags_problem(reg.tags) is None and len(reg.meta) <= 64
+        assert dict(reg.meta)["medic_registrar"] == "reg1"
+        check = dict(reg.check or ())
+        target = check.get("HTTP") or check.get("TCP") or check.get("GRPC")
+        if target:
+            authority = target.split("//", 1)[-1].split("/", 1)[0]
+            assert authority == "127.0.0.1:32768", target
+        elif check:
+            assert check.get("TTL")
+
+
+class ListAudit:
+    def __init__(self):
+        self.recs = []
+
+    def write(self, rec):
+        self.recs.append(rec)
+
+
+def test_routine_resyncs_that_change_nothing_are_audited_only_as_an_hourly_summary():
+    now = [0.0]
+    audit = ListAudit()
+    reg = core.Registrar(OPTS, FakeAgent(), FakeEngine([container()]), audit=audit, clock=lambda: now[0])
+    reg.resync("initial resync")                                  # always recorded
+    for _ in range(5):
+        now[0] += 30
+        reg.resync("periodic resync")                             # quiet
+    resyncs = [r["reason"] for r in audit.recs if r["action"] == "resync"]
+    assert resyncs == ["initial resync: applied the differences"]
+    reg.agent.svc.clear()
+    reg.resync("periodic resync")                                 # it changed something: recorded
+    assert audit.recs[-1]["reason"] == "periodic resync: applied the differences"
+    now[0] += 3600
+    reg.resync("periodic resync")                                 # an hour of quiet: one summary
+    assert audit.recs[-1]["reason"] == ("periodic resync: nothing differs, nothing written (1 routine resyncs "
+                                        "changed nothing since the last record)")
+    assert [r["action"] for r in audit.recs] == ["register", "resync", "register", "resync", "resync"]
+
+
+def test_a_container_publishing_a_port_range_is_refused_not_registered_by_the_hundred():
+    ports = {"%d/tcp" % p: [{"HostIp": "127.0.0.1", "HostPort": str(p + 20000)}] for p in range(1000, 1200)}
+    regs, skips = labels.registrations(container(ports=ports), OPTS)
+    assert regs == [] and skips[0].action == "refuse" and "200 ports: at most 128" in skips[0].reason
