@@ -193,7 +193,7 @@ class Executor:
                     self.lb.path, ", ".join(details[cid].addrs))
             if self.clock() >= end:
                 return False, "new instance %s did not pass within %.0f s" % (cid[:12], self.deadline)
-            self.sleep(0.2)
+            self.sleep(0.1)
 
     def _retire(self, detail):
         self.d.maintenance(detail, True)

@@ -211,7 +211,7 @@ class LbFile:
                 return True
             if self.clock() >= end:
                 return False
-            self.sleep(0.1)
+            self.sleep(0.05)
 
 
 def _reason(e):
