@@ -16,7 +16,7 @@ import collections
 import threading
 import time
 
-from . import rollout_image, rollout_plan, rollout_state, runtime
+from . import rollout_ahead, rollout_image, rollout_plan, rollout_state, runtime
 from .rollout_progress import Progress  # noqa: F401 (rollout_exec.Progress: the callers' name)
 from .errors import EngineError, MedicError
 from .status import Outcome, Status
@@ -39,6 +39,7 @@ class Executor:
         self.sleep, self.clock = sleep, clock
         self.lb_grace = LB_GRACE
         self.stopping = {}  # container id -> thread
+        self.ahead = rollout_ahead.Ahead(driver)
         self.stop_errors = []
 
     # -- the run ---------------------------------------------------------------------
@@ -97,7 +98,8 @@ class Executor:
                 rolling = state["phase"] == "rolling"
                 ref, want = ((state["image"], state["image_id"]) if rolling
                              else (state["from_image"], state["from_image_id"]))
-                view, details = self.d.view(set(self.stopping))
+                prepared = self.ahead.ids(ref)
+                view, details = self.d.view(set(self.stopping) | set(prepared))
                 p = rollout_plan.plan(self.declared, view, want, resuming=True)
                 if p.kind == "done":
                     break
@@ -107,10 +109,12 @@ class Executor:
                 why = self.paused() if rolling and step.kind == "start" else None
                 if why:
                     self._wait_stops()
+                    self.ahead.drop()
                     self.store.save(state)
                     return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
                                         changed=True)
-                ok, why = self._step(step, ref, want, state, details)
+                more = any(s.kind == "start" for s in p.steps[1:])
+                ok, why = self._step(step, ref, want, state, details, prepared, more)
                 state["step"] += 1
                 self.out.step_done()
                 if not ok:
@@ -122,6 +126,7 @@ class Executor:
                         state.update(phase="failed", reason=(state.get("reason") or "") + "; rollback: " + why)
                         self.store.save(state)
                         return self._fail(state, "rollback to %s failed too: %s" % (state["from_image"], why))
+                    self.ahead.drop()
                     state.update(phase="rolling-back", reason=why)
                     self.store.save(state)
                     self.out.line("%s: %s; rolling back to %s" % (self.service, why, state["from_image"]))
@@ -133,6 +138,7 @@ class Executor:
                 raise EngineError("no convergence after %d steps" % (4 * self.declared + 20))
         except MedicError as e:
             self._wait_stops()
+            self.ahead.drop()
             state.update(reason=str(e))
             try:
                 self.store.save(state)
@@ -141,13 +147,14 @@ class Executor:
             return self._fail(state, "stopped at step %d: %s; run again to resume, or --abort"
                               % (state["step"] + 1, e))
         self._wait_stops()
+        self.ahead.drop()
         if state["phase"] == "rolling":
             return self._finish_done(state["image"], state, "%d step(s)" % state["step"])
         self.store.clear()
         return self._fail(state, "rolled back to %s (%s)" % (state["from_image"], state.get("reason")), done=True)
 
     # -- one step --------------------------------------------------------------------
-    def _step(self, step, ref, want, state, details):
+    def _step(self, step, ref, want, state, details, prepared=(), more=False):
         t0 = self.clock()
         text = rollout_plan.describe(step, ref)
         self.out.line("  step %d: %s" % (state["step"] + 1, text))
@@ -156,12 +163,14 @@ class Executor:
             self.d.remove(step.container)
         elif step.kind == "start":
             try:
-                cid = self.d.start(ref)
+                cid = self._start(ref, prepared)
             except EngineError as e:
                 ok, why = False, "starting an instance of %s failed: %s" % (ref, e)
             else:
                 state["new"].append(cid)
                 self.store.save(state)
+                if more and hasattr(self.d, "create"):
+                    self.ahead.create(ref)  # the next start's container is created while this one comes up
                 ok, why = self._ready(cid, want)
         elif step.kind == "wait":
             ok, why = self._ready(cid, want)
@@ -173,6 +182,17 @@ class Executor:
         if ok:
             self.out.line("  step %d: done in %.1f s" % (state["step"] + 1, self.clock() - t0))
         return ok, why
+
+    def _start(self, ref, prepared):
+        """Start the container created ahead for `ref`, else a new one."""
+        self.ahead.forget()
+        for cid in prepared:
+            try:
+                self.d.run([cid])
+                return cid
+            except EngineError:
+                self.ahead.remove(cid)
+        return self.d.start(ref)
 
     def _ready(self, cid, want):
         """Wait until the container serves (passing, not in maintenance) and, with an LB, is listed."""

@@ -49,6 +49,20 @@ class FakeDriver:
         self._track()
         return cid
 
+    def create(self, ref):
+        img = self.image_id(ref)
+        cid = self._add(img, img not in self.sick)
+        self.boxes[cid] = self.boxes[cid]._replace(state="created", passing=None)
+        self.log.append(("create", ref))
+        return [cid]
+
+    def run(self, ids):
+        for cid in ids:
+            img = self.boxes[cid].image
+            self.boxes[cid] = self.boxes[cid]._replace(state="running", passing=img not in self.sick)
+        self.log.append(("run", len(ids)))
+        self._track()
+
     def maintenance(self, detail, on=True):
         self.boxes[detail.id] = self.boxes[detail.id]._replace(maintenance=on, passing=False)
         self.log.append(("maint", detail.id))
@@ -95,7 +109,9 @@ def test_rolls_all_and_never_below_declared():
     assert o.status == Status.OK and "now on new:1" in o.text
     assert sorted(b.image for b in d.boxes.values()) == [NEW] * 3
     assert d.min_serving == 3 and d.max_serving == 4
-    assert [k for k, _ in d.log] == ["start", "maint", "stop"] * 3
+    # the 2nd and 3rd new containers are created ahead while the one before comes up, then only started
+    assert [k for k, _ in d.log] == ["start", "create", "maint", "stop", "run", "create", "maint", "stop", "run",
+                                     "maint", "stop"]
     assert st.doc is None and not alerts
     assert out.stream.getvalue().count("step ") == 12  # each step: a line when it starts, one when done
 
