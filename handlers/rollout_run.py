@@ -7,6 +7,7 @@ holds ("rollout in progress") and no second rollout, drain or failover runs. `--
 takes no lock and changes nothing.
 """
 import os
+import threading
 import time
 
 from . import audit as audit_mod
@@ -70,6 +71,8 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
 
     with lighthttp.Connection(st) as hconn:
         driver = rollout_io.ComposeDriver(sp, engine, hconn)
+        if not dry_run:  # find the compose command (`docker compose version`) while Consul and the engine are read
+            threading.Thread(target=_warm, args=(driver,), daemon=True).start()
         store = rollout_state.Store(client, env, service)
         out = rollout_exec.Progress(stream) if stream is not None else rollout_exec.Progress(open(os.devnull, "w"))
         ex = rollout_exec.Executor(driver, store, sp.instances, service, out, audit=audit, alert=alert,
@@ -94,3 +97,10 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
             except Exception:
                 pass
 
+
+
+def _warm(driver):
+    try:
+        driver.base
+    except Exception:
+        pass  # the first compose run asks again and reports it
