@@ -73,6 +73,11 @@ def build():
             reg.record({"action": "warning", "reason": warning})
         if once:
             d = reg.resync("--once")
+            if reg.stats["refused"]:  # site: a write Consul refused (ACLs?) is not "registered"
+                return Outcome(Status.UNKNOWN, runtime.status_line(Status.UNKNOWN, (
+                    "consul: resync: Consul refused %d of %d writes (a token without the registrar rules? "
+                    "each reason is in the audit log); %d registered, %d deregistered"
+                    % (reg.stats["refused"], len(d.ops), reg.stats["register"], reg.stats["deregister"]))))
             regs = sum(1 for o in d.ops if o.action == "register")
             return Outcome(Status.OK, runtime.status_line(Status.OK, (
                 "resync: %d registered, %d deregistered, %d unchanged, %d containers (registrar %s)"
