@@ -27,7 +27,8 @@ LAYERS = {
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose",
         "handlers.acl", "handlers.compose_file", "handlers.engine",
-        "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead"],  # rollout helper
+        "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
+        "handlers.drain_state"],  # rollout helper
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
