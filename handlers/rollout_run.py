@@ -40,9 +40,6 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
     if service not in loaded:
         raise UsageError("no spec in %s declares service %r" % (specs_dir, service[:130]))
     sp = loaded[service]
-    if sp.scale.driver != "compose":
-        raise UsageError("%s: scale driver %s: medic-rollout drives compose services only (so far)"
-                         % (service, sp.scale.driver))
     st = settings.resolve(conn.get("consul_addr"), conn.get("token"), conn.get("token_file"), conn.get("timeout"),
                           spec_addr=sp.consul_addr, environ=environ)
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
@@ -70,16 +67,20 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         return rollout_image.record_image(client, env, service, ref)
 
     with lighthttp.Connection(st) as hconn:
-        driver = rollout_io.ComposeDriver(sp, engine, hconn)
-        if not dry_run:  # find the compose command (`docker compose version`) while Consul and the engine are read
-            threading.Thread(target=_warm, args=(driver,), daemon=True).start()
-        store = rollout_state.Store(client, env, service)
         out = rollout_exec.Progress(stream) if stream is not None else rollout_exec.Progress(open(os.devnull, "w"))
-        ex = rollout_exec.Executor(driver, store, sp.instances, service, out, audit=audit, alert=alert,
-                                   paused=paused, record=record,
-                                   lb=rollout_io.LbFile(lb_output) if lb_output else None,
-                                   deadline=deadline if deadline is not None else sp.heal.grace,
-                                   stop_timeout=stop_timeout, lb_timeout=lb_timeout)
+        wait = deadline if deadline is not None else sp.heal.grace
+        if sp.scale.driver == "swarm":
+            from . import rollout_swarm
+            ex = rollout_swarm.SwarmRoll(engine, sp.scale.service, out, audit=audit, alert=alert, paused=paused,
+                                         record=record, deadline=wait)
+        else:
+            driver = rollout_io.ComposeDriver(sp, engine, hconn)
+            if not dry_run:  # find the compose command (`docker compose version`) while Consul and the engine are read
+                threading.Thread(target=_warm, args=(driver,), daemon=True).start()
+            ex = rollout_exec.Executor(driver, rollout_state.Store(client, env, service), sp.instances, service, out,
+                                       audit=audit, alert=alert, paused=paused, record=record,
+                                       lb=rollout_io.LbFile(lb_output) if lb_output else None, deadline=wait,
+                                       stop_timeout=stop_timeout, lb_timeout=lb_timeout)
         try:
             if dry_run:
                 return ex.run(image, abort=abort, dry_run=True)

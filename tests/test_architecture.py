@@ -45,7 +45,7 @@ LAYERS = {
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
         "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
         "handlers.notify_run",
-        "handlers.rollout_exec", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
+        "handlers.rollout_exec", "handlers.rollout_swarm", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
     4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
         "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover",
         "handlers.rollout", "handlers.drain"],
