@@ -25,7 +25,7 @@ LAYERS = {
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
-        "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.diagnose",
+        "handlers.runtime", "handlers.pause", "handlers.recheck",
         "handlers.acl", "handlers.compose_file", "handlers.engine",
         "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
         "handlers.drain_state"],  # rollout helper
@@ -43,6 +43,7 @@ LAYERS = {
         # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
         "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
+        "handlers.heal_context",
         "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
         "handlers.notify_run",
         "handlers.rollout_exec", "handlers.rollout_swarm", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
