@@ -1,7 +1,6 @@
 """medic-rollout on a Swarm service: a single-node swarm on an isolated engine of testbed/hosts.sh
 (never the shared engine), Consul for the lock, the pause and the image record."""
 import json
-import os
 import subprocess
 
 import pytest
@@ -11,6 +10,10 @@ import support_hosts as shs
 import support_rollout as srl
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker]
+
+
+def running_tasks(svc):
+    return [t for t in svc.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
 
 
 @pytest.fixture
@@ -40,8 +43,7 @@ def test_swarm_service_rolls_one_task_at_a_time_and_rolls_back_a_crashing_image(
     client = hosts.docker(1)
     name = "rollswarm" + unique
     svc = client.services.create(support.DEMO_IMAGE, name=name, mode={"Replicated": {"Replicas": 2}})
-    support.wait_for(lambda: len([t for t in svc.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]) == 2, timeout=120,
-                     what="2 running tasks")
+    support.wait_for(lambda: len(running_tasks(svc)) == 2, timeout=120, what="2 running tasks")
     v2 = srl.make_variant(client, "medic-demo:%s-v2" % name, page="two")
     bad = srl.make_variant(client, "medic-demo:%s-crash" % name, crash=True)
     specs = tmp_path / "specs"
@@ -59,7 +61,7 @@ def test_swarm_service_rolls_one_task_at_a_time_and_rolls_back_a_crashing_image(
     assert r.returncode == 0 and "now on %s" % v2 in r.stdout, r.stdout + r.stderr
     svc.reload()
     assert svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == v2
-    running = [t for t in svc.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+    running = running_tasks(svc)
     assert len(running) == 2 and all(t["Spec"]["ContainerSpec"]["Image"].split("@")[0] == v2 for t in running)
     rec = support.http_json(server.addr + "/v1/kv/medic/default/image/%s.example?raw" % name)
     assert rec["image"] == v2
@@ -68,8 +70,8 @@ def test_swarm_service_rolls_one_task_at_a_time_and_rolls_back_a_crashing_image(
     assert r.returncode == 2 and "rolled" in r.stdout and "back" in r.stdout, r.stdout + r.stderr
     svc.reload()
     assert svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == v2
-    support.wait_for(lambda: len([t for t in svc.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"
-                                  and t["Spec"]["ContainerSpec"]["Image"].split("@")[0] == v2]) == 2,
+    support.wait_for(lambda: len([t for t in running_tasks(svc)
+                                  if t["Spec"]["ContainerSpec"]["Image"].split("@")[0] == v2]) == 2,
                      timeout=120, what="2 running tasks of v2 after the rollback")
     assert support.http_json(server.addr + "/v1/kv/medic/default/image/%s.example?raw" % name)["image"] == v2
     svc.remove()
