@@ -151,7 +151,7 @@ class Drainer:
             if self.clock() >= end:
                 raise EngineError("new instance(s) of %s on %s did not pass within %.0f s"
                                   % (step.service, step.node, self.deadline))
-            self.sleep(0.2)
+            self.sleep(0.1)
 
     def _stop_all(self, drv, cids, stopped):
         errors = []

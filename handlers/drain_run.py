@@ -8,24 +8,17 @@ testbed's hosts.json has this shape; extra keys are ignored):
                 "consul_addr": "http://127.0.0.11:8500"}, ...]}
 Every compose spec in the specs directory is looked at on every host; the lock of each
 such service is taken ("drain") for the whole run, so no heal, rollout or failover acts
-meanwhile. The drain record medic/<env>/drain/<node> tells healers on that node to hold.
+meanwhile. The drain record (handlers/drain_state.py) tells healers on that node to hold.
 """
 import contextlib
 import json
 import os
-import socket
-import time
 
 from . import audit as audit_mod
 from .errors import UsageError
 from .status import Outcome, Status
 
 ENGINE_TIMEOUT = 60.0
-
-
-def drain_key(env, node):
-    from . import keys
-    return keys.key(env, "drain", node)
 
 
 def read_hosts(path):
@@ -52,7 +45,7 @@ def read_hosts(path):
 def run(node, undo=False, rebalance=False, hosts_file=None, deadline=60.0, lb_output=None, lb_timeout=30.0,
         stop_timeout=None, dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None,
         stream=None):
-    from . import drain_exec, lighthttp, rollout_exec, rollout_image, rollout_io, rollout_lock, settings
+    from . import drain_exec, drain_state, lighthttp, rollout_exec, rollout_image, rollout_io, rollout_lock, settings
     from . import spec as spec_mod
 
     environ = os.environ if environ is None else environ
@@ -86,12 +79,10 @@ def run(node, undo=False, rebalance=False, hosts_file=None, deadline=60.0, lb_ou
                      "action": "drain", "reason": reason}, audit=log, env=env, settings=st)
 
     def record(n, doc):
-        key = drain_key(env, n)
         if doc is None:
-            client.kv.delete(key)
+            drain_state.clear(client, env, n)
         else:
-            client.kv.put(key, json.dumps(dict(doc, node=n, at=time.time(), by="medic-drain@%s pid %d" % (
-                socket.gethostname(), os.getpid())), sort_keys=True))
+            drain_state.write(client, env, n, doc)
 
     def image(service):
         return rollout_image.read_image(client, env, service)

@@ -140,6 +140,9 @@ def _round(run, sp, consul):
     if p is not None:
         return Round(decide.Decision("hold", None, pause.describe(p), None, until=p.until), Status.OK,
                      extra={"paused": True})
+    drained = _drained(run, sp, consul)
+    if drained is not None:
+        return Round(decide.Decision("hold", None, drained[1], None), Status.OK, extra={"drained": drained[0]})
     store = history.Store(consul.client, run.env, sp.service)
     hist = store.load()
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
@@ -165,6 +168,20 @@ def _round(run, sp, consul):
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
     return Round(dec, status, obs, consul_index, argv, res, history_error)
+
+
+def _drained(run, sp, consul):
+    """(node, reason) while medic-drain drains this engine's host (its node's drain record), else None:
+    nothing is started on a host being emptied; the other hosts make up the shortfall."""
+    from . import drain_state, observe
+    if sp.scale.driver != "compose":
+        return None
+    node = observe.engine_host(run.engine.get())
+    doc = drain_state.read(consul.client, run.env, node) if node else None
+    if doc is None:
+        return None
+    return node, "host %s is %s by medic-drain (%s): nothing is started on it; medic-drain --undo ends it" % (
+        node, doc.get("phase") or "drained", doc.get("by") or "?")
 
 
 def _record(run, sp, t0, rnd, recheck_note):

@@ -16,48 +16,13 @@ import collections
 import threading
 import time
 
-from . import rollout_image, rollout_plan, rollout_state, runtime
+from . import rollout_ahead, rollout_image, rollout_plan, rollout_state, runtime
+from .rollout_progress import Progress  # noqa: F401 (rollout_exec.Progress: the callers' name)
 from .errors import EngineError, MedicError
 from .status import Outcome, Status
 
 
 LB_GRACE = 1.0  # seconds between the LB output dropping an instance and its SIGTERM (the reload applies it)
-
-
-class Progress:
-    """One line per step; on a terminal, a bar under them that redraws in place."""
-
-    def __init__(self, stream, total=0, tty=None):
-        self.stream, self.total, self.done = stream, total, 0
-        self.tty = stream.isatty() if tty is None else tty
-        self.bar_shown = False
-
-    def line(self, text):
-        if self.bar_shown:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self._bar()
-        self.stream.flush()
-
-    def step_done(self):
-        self.done += 1
-        self._bar()
-        self.stream.flush()
-
-    def _bar(self):
-        if not self.tty or not self.total:
-            return
-        width = 30
-        n = min(self.done, self.total)
-        fill = int(width * n / self.total)
-        self.stream.write("\r\033[K[%s%s] %d/%d steps" % ("#" * fill, "." * (width - fill), n, self.total))
-        self.bar_shown = True
-
-    def close(self):
-        if self.bar_shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.bar_shown = False
 
 
 class Executor:
@@ -74,6 +39,7 @@ class Executor:
         self.sleep, self.clock = sleep, clock
         self.lb_grace = LB_GRACE
         self.stopping = {}  # container id -> thread
+        self.ahead = rollout_ahead.Ahead(driver)
         self.stop_errors = []
 
     # -- the run ---------------------------------------------------------------------
@@ -132,18 +98,23 @@ class Executor:
                 rolling = state["phase"] == "rolling"
                 ref, want = ((state["image"], state["image_id"]) if rolling
                              else (state["from_image"], state["from_image_id"]))
-                why = self.paused()
-                if why and rolling:
-                    self._wait_stops()
-                    self.store.save(state)
-                    return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
-                                        changed=True)
-                view, details = self.d.view(set(self.stopping))
+                prepared = self.ahead.ids(ref)
+                view, details = self.d.view(set(self.stopping) | set(prepared))
                 p = rollout_plan.plan(self.declared, view, want, resuming=True)
                 if p.kind == "done":
                     break
                 step = p.steps[0]
-                ok, why = self._step(step, ref, want, state, details)
+                # a pause stops the run before a start, never between a start and its retire: a paused
+                # service has its declared number of instances, not one more
+                why = self.paused() if rolling and step.kind == "start" else None
+                if why:
+                    self._wait_stops()
+                    self.ahead.drop()
+                    self.store.save(state)
+                    return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
+                                        changed=True)
+                more = any(s.kind == "start" for s in p.steps[1:])
+                ok, why = self._step(step, ref, want, state, details, prepared, more)
                 state["step"] += 1
                 self.out.step_done()
                 if not ok:
@@ -155,6 +126,7 @@ class Executor:
                         state.update(phase="failed", reason=(state.get("reason") or "") + "; rollback: " + why)
                         self.store.save(state)
                         return self._fail(state, "rollback to %s failed too: %s" % (state["from_image"], why))
+                    self.ahead.drop()
                     state.update(phase="rolling-back", reason=why)
                     self.store.save(state)
                     self.out.line("%s: %s; rolling back to %s" % (self.service, why, state["from_image"]))
@@ -166,6 +138,7 @@ class Executor:
                 raise EngineError("no convergence after %d steps" % (4 * self.declared + 20))
         except MedicError as e:
             self._wait_stops()
+            self.ahead.drop()
             state.update(reason=str(e))
             try:
                 self.store.save(state)
@@ -174,13 +147,14 @@ class Executor:
             return self._fail(state, "stopped at step %d: %s; run again to resume, or --abort"
                               % (state["step"] + 1, e))
         self._wait_stops()
+        self.ahead.drop()
         if state["phase"] == "rolling":
             return self._finish_done(state["image"], state, "%d step(s)" % state["step"])
         self.store.clear()
         return self._fail(state, "rolled back to %s (%s)" % (state["from_image"], state.get("reason")), done=True)
 
     # -- one step --------------------------------------------------------------------
-    def _step(self, step, ref, want, state, details):
+    def _step(self, step, ref, want, state, details, prepared=(), more=False):
         t0 = self.clock()
         text = rollout_plan.describe(step, ref)
         self.out.line("  step %d: %s" % (state["step"] + 1, text))
@@ -189,12 +163,14 @@ class Executor:
             self.d.remove(step.container)
         elif step.kind == "start":
             try:
-                cid = self.d.start(ref)
+                cid = self._start(ref, prepared)
             except EngineError as e:
                 ok, why = False, "starting an instance of %s failed: %s" % (ref, e)
             else:
                 state["new"].append(cid)
                 self.store.save(state)
+                if more and hasattr(self.d, "create"):
+                    self.ahead.create(ref)  # the next start's container is created while this one comes up
                 ok, why = self._ready(cid, want)
         elif step.kind == "wait":
             ok, why = self._ready(cid, want)
@@ -206,6 +182,17 @@ class Executor:
         if ok:
             self.out.line("  step %d: done in %.1f s" % (state["step"] + 1, self.clock() - t0))
         return ok, why
+
+    def _start(self, ref, prepared):
+        """Start the container created ahead for `ref`, else a new one."""
+        self.ahead.forget()
+        for cid in prepared:
+            try:
+                self.d.run([cid])
+                return cid
+            except EngineError:
+                self.ahead.remove(cid)
+        return self.d.start(ref)
 
     def _ready(self, cid, want):
         """Wait until the container serves (passing, not in maintenance) and, with an LB, is listed."""
@@ -226,7 +213,7 @@ class Executor:
                     self.lb.path, ", ".join(details[cid].addrs))
             if self.clock() >= end:
                 return False, "new instance %s did not pass within %.0f s" % (cid[:12], self.deadline)
-            self.sleep(0.2)
+            self.sleep(0.1)
 
     def _retire(self, detail):
         self.d.maintenance(detail, True)

@@ -76,6 +76,13 @@ def record_image(client, env, service, image, now=None):
     return doc
 
 
+def compose_files(client, env, spec):
+    """The extra `-f` files medic-heal's compose scaler adds: [override path] when an image is
+    recorded for the service, else []. ConsulError when Consul does not answer."""
+    image = read_image(client, env, spec.service)
+    return [compose_override(spec, image)] if image else []
+
+
 def override_dir(environ=None):
     env = os.environ if environ is None else environ
     return env.get("MEDIC_OVERRIDE_DIR") or os.path.join(tempfile.gettempdir(), "consul-medic-overrides")

@@ -117,14 +117,19 @@ class ComposeDriver:
 
     # -- doing -----------------------------------------------------------------
     def start(self, ref, count=1):
+        """create() then run(): the new container's ID (count 1) or the list of them."""
+        ids = self.create(ref, count)
+        self.run(ids)
+        return ids[0] if count == 1 else ids
+
+    def create(self, ref, count=1):
         """`compose up --no-start --no-recreate --scale S=n+count` with the image override (none when `ref`
-        is None: the compose file's image), then start what it created -> the new ID (count 1) or IDs."""
+        is None: the compose file's image) -> [IDs of the containers compose created, not started]."""
         sc = self.spec.scale
         files = ["-f", sc.file] + (["-f", rollout_image.compose_override(self.spec, ref)] if ref else [])
         with self.mutex:
-            before = self.containers()
-            for a in before:
-                if (a.get("State") or {}).get("Status") not in ("running", "restarting", "paused"):
+            for a in self.containers():
+                if (a.get("State") or {}).get("Status") not in ("running", "restarting", "paused", "created"):
                     self.remove(a["Id"], locked=True)
             before = {a["Id"] for a in self.containers()}
             argv = list(self.base) + ["-p", sc.project] + files + [
@@ -147,13 +152,14 @@ class ComposeDriver:
                 self.remove(a["Id"], locked=True)  # one of ours was removed while compose counted
         if len(added) < count:
             raise EngineError("compose up created %d containers, expected %d" % (len(added), count))
-        ids = [a["Id"] for a in added[:count]]
+        return [a["Id"] for a in added[:count]]
+
+    def run(self, ids):
         for cid in ids:
             try:
                 self.engine.api.start(cid)
             except Exception as e:
                 raise EngineError("starting %s failed: %s" % (cid[:12], _reason(e))) from None
-        return ids[0] if count == 1 else ids
 
     def maintenance(self, detail, on=True, reason="medic-rollout: replaced by a new instance"):
         """Service maintenance for each instance of the container, on the local agent."""
@@ -211,7 +217,7 @@ class LbFile:
                 return True
             if self.clock() >= end:
                 return False
-            self.sleep(0.1)
+            self.sleep(0.05)
 
 
 def _reason(e):

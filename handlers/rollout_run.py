@@ -7,6 +7,7 @@ holds ("rollout in progress") and no second rollout, drain or failover runs. `--
 takes no lock and changes nothing.
 """
 import os
+import threading
 import time
 
 from . import audit as audit_mod
@@ -20,7 +21,7 @@ ENGINE_TIMEOUT = 60.0
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
         engine_factory=None):
-    from . import lighthttp, observe, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
+    from . import lighthttp, observe, pause, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
     from . import settings
     from . import spec as spec_mod
 
@@ -39,9 +40,6 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
     if service not in loaded:
         raise UsageError("no spec in %s declares service %r" % (specs_dir, service[:130]))
     sp = loaded[service]
-    if sp.scale.driver != "compose":
-        raise UsageError("%s: scale driver %s: medic-rollout drives compose services only (so far)"
-                         % (service, sp.scale.driver))
     st = settings.resolve(conn.get("consul_addr"), conn.get("token"), conn.get("token_file"), conn.get("timeout"),
                           spec_addr=sp.consul_addr, environ=environ)
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
@@ -62,10 +60,6 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
                     env=env, settings=st)
 
     def paused():
-        try:
-            from . import pause
-        except ImportError:  # the pause module lands with medic-heal --pause; until then nothing pauses
-            return None
         p = pause.read(client, env, service, time.time())
         return pause.describe(p) if p else None
 
@@ -73,14 +67,20 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         return rollout_image.record_image(client, env, service, ref)
 
     with lighthttp.Connection(st) as hconn:
-        driver = rollout_io.ComposeDriver(sp, engine, hconn)
-        store = rollout_state.Store(client, env, service)
         out = rollout_exec.Progress(stream) if stream is not None else rollout_exec.Progress(open(os.devnull, "w"))
-        ex = rollout_exec.Executor(driver, store, sp.instances, service, out, audit=audit, alert=alert,
-                                   paused=paused, record=record,
-                                   lb=rollout_io.LbFile(lb_output) if lb_output else None,
-                                   deadline=deadline if deadline is not None else sp.heal.grace,
-                                   stop_timeout=stop_timeout, lb_timeout=lb_timeout)
+        wait = deadline if deadline is not None else sp.heal.grace
+        if sp.scale.driver == "swarm":
+            from . import rollout_swarm
+            ex = rollout_swarm.SwarmRoll(engine, sp.scale.service, out, audit=audit, alert=alert, paused=paused,
+                                         record=record, deadline=wait)
+        else:
+            driver = rollout_io.ComposeDriver(sp, engine, hconn)
+            if not dry_run:  # find the compose command (`docker compose version`) while Consul and the engine are read
+                threading.Thread(target=_warm, args=(driver,), daemon=True).start()
+            ex = rollout_exec.Executor(driver, rollout_state.Store(client, env, service), sp.instances, service, out,
+                                       audit=audit, alert=alert, paused=paused, record=record,
+                                       lb=rollout_io.LbFile(lb_output) if lb_output else None, deadline=wait,
+                                       stop_timeout=stop_timeout, lb_timeout=lb_timeout)
         try:
             if dry_run:
                 return ex.run(image, abort=abort, dry_run=True)
@@ -98,3 +98,10 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
             except Exception:
                 pass
 
+
+
+def _warm(driver):
+    try:
+        driver.base
+    except Exception:
+        pass  # the first compose run asks again and reports it

@@ -382,6 +382,12 @@ def rollout_traffic(b):
     """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
     import support_rollout_traffic as srt
     return srt.bench_rows(Row)
+
+
+def drain_traffic(b):
+    """drain_failed_requests, drain_time_to_empty_s (tests/support_drain.py, 3 hosts of testbed/hosts.sh)."""
+    import support_drain as sd
+    return sd.bench_rows(Row)
 # -- end rollout helper --------------------------------------------------------------------
 
 
@@ -428,7 +434,7 @@ PICTURE_SERIES = (("time_to_heal_s", "medic"), ("second_loss_time_to_heal_s", "m
 
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
                 second_loss_time_to_heal, swarm_time_to_heal, swarm_tuned_time_to_heal, docker_restart_policy,
-                register_100, lb_rows, rollout_traffic, picture]
+                register_100, lb_rows, rollout_traffic, drain_traffic, picture]
 
 
 def leftovers(b):

@@ -6,6 +6,8 @@ medic-demo:latest is created (never started), a file is put into it, and it is c
 under a new tag:
     page  /www/index.html says "<text>"                 (a new release that works)
     sick  /tmp/unhealthy exists: /cgi-bin/health fails  (a release that never passes)
+    slow  DEMO_START_DELAY=N: serves N seconds after it starts (a slow starter)
+    crash DEMO_CRASH=1: exits at once (a release that crashes)
 """
 import io
 import json
@@ -27,7 +29,7 @@ def _tar(files):
     return buf.getvalue()
 
 
-def make_variant(client, tag, page=None, sick=False, base=support.DEMO_IMAGE):
+def make_variant(client, tag, page=None, sick=False, start_delay=None, crash=False, base=support.DEMO_IMAGE):
     """Commit a variant of the demo image as `tag` (e.g. medic-demo:roll1234-v2); returns tag."""
     files = {}
     if page is not None:
@@ -38,7 +40,9 @@ def make_variant(client, tag, page=None, sick=False, base=support.DEMO_IMAGE):
     try:
         c.put_archive("/", _tar(files))
         repo, _, t = tag.rpartition(":")
-        c.commit(repository=repo, tag=t)
+        changes = (["ENV DEMO_START_DELAY=%d" % start_delay] if start_delay else []) + (
+            ["ENV DEMO_CRASH=1"] if crash else [])
+        c.commit(repository=repo, tag=t, changes=changes or None)
     finally:
         c.remove(force=True)
     return tag

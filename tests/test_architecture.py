@@ -27,7 +27,8 @@ LAYERS = {
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck",
         "handlers.acl", "handlers.compose_file", "handlers.engine",
-        "handlers.rollout_image", "handlers.rollout_lock"],
+        "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
+        "handlers.drain_state"],  # rollout helper
     2: ["handlers.spec", "handlers.spec_cache", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
@@ -45,7 +46,7 @@ LAYERS = {
         "handlers.heal_context",
         "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
         "handlers.notify_run",
-        "handlers.rollout_exec", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
+        "handlers.rollout_exec", "handlers.rollout_swarm", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
     4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
         "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover",
         "handlers.rollout", "handlers.drain"],

@@ -292,3 +292,18 @@ def test_all_audits_an_unchanged_noop_once(tmp_path):
     assert [r["decision"] for r in w.records()] == ["noop", "heal", "noop"]
     w.run()
     assert [r["decision"] for r in w.records()] == ["noop", "heal", "noop", "noop"]
+
+
+def test_a_drained_host_starts_nothing_until_undo(tmp_path):
+    from handlers import drain_state
+    w = World(tmp_path)
+    w.up(3)
+    w.kill(0)
+    drain_state.write(w.consul, None, w.engine.info()["Name"], {"phase": "draining", "by": "ops"})
+    out = w.run()
+    rec = w.records()[-1]
+    assert rec["decision"] == "hold" and rec["reason"].startswith("host ") and "medic-drain" in rec["reason"]
+    assert rec["drained"] == w.engine.info()["Name"] and not w.scaled and out.status == Status.OK
+    drain_state.clear(w.consul, None, w.engine.info()["Name"])
+    out = w.run()
+    assert "heal(3)" in out.text and len(w.scaled) == 1

@@ -105,3 +105,55 @@ def test_bad_input_changes_nothing(roll_world):
     r = support.run_medic("medic-rollout", ["nope.example", "--image", "x:y"], env=w.env())
     assert r.returncode == 3 and "no spec" in r.stdout
     assert w.kv("rollout") is None and len(w.containers()) == 1
+
+
+def test_pause_refuses_stops_between_steps_and_heal_stands_aside(roll_world):
+    w = roll_world().start(3)
+    v2 = w.variant("v2", page="release two", start_delay=6)  # slow: room for heal and the pause mid-way
+    r = support.run_medic("medic-heal", ["--pause", w.service, "--reason", "roll test"], env=w.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = w.rollout("--image", v2)
+    assert r.returncode == 1 and "refused: paused" in r.stdout and "roll test" in r.stdout, r.stdout
+    assert w.kv("rollout") is None and w.running_images() == [support.DEMO_IMAGE] * 3
+    r = support.run_medic("medic-heal", ["--resume", w.service], env=w.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    p = subprocess.Popen([support.BIN + "/medic-rollout", w.service, "--image", v2], env=w.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        support.wait_for(lambda: (w.kv("rollout") or {}).get("step", 0) >= 1, timeout=120, what="one step done")
+        h = support.run_medic("medic-heal", ["--service", w.service], env=w.env())
+        assert h.returncode == 0 and "rollout in progress" in h.stdout, h.stdout
+        r = support.run_medic("medic-heal", ["--pause", w.service, "--reason", "stop there"], env=w.env())
+        assert r.returncode == 0, r.stdout
+        out, _ = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 1 and "paused after" in out and "run again to resume" in out, out
+    state = w.kv("rollout")
+    assert state["phase"] == "rolling" and state["step"] in (2, 4)  # a start and its retire: never one more
+    w.wait_passing(3)
+    support.run_medic("medic-heal", ["--resume", w.service], env=w.env())
+    r = w.rollout("--image", v2)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stdout
+    assert w.running_images() == [v2] * 3 and w.kv("rollout") is None
+
+
+def test_abort_after_a_killed_run_rolls_back_to_the_old_image(roll_world):
+    w = roll_world().start(3)
+    v2 = w.variant("v2", page="release two")
+    p = subprocess.Popen([support.BIN + "/medic-rollout", w.service, "--image", v2], env=w.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        support.wait_for(lambda: (w.kv("rollout") or {}).get("step", 0) >= 3, timeout=120, what="three steps done")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+    r = support.wait_for(lambda: _not_locked(w.rollout("--abort")), timeout=60, interval=1,
+                         what="--abort getting the lock")
+    assert r.returncode == 2 and "rolled back to %s" % support.DEMO_IMAGE in r.stdout, r.stdout
+    assert w.running_images() == [support.DEMO_IMAGE] * 3
+    w.wait_passing(3)
+    assert w.kv("rollout") is None and w.kv("image") is None

@@ -49,6 +49,20 @@ class FakeDriver:
         self._track()
         return cid
 
+    def create(self, ref):
+        img = self.image_id(ref)
+        cid = self._add(img, img not in self.sick)
+        self.boxes[cid] = self.boxes[cid]._replace(state="created", passing=None)
+        self.log.append(("create", ref))
+        return [cid]
+
+    def run(self, ids):
+        for cid in ids:
+            img = self.boxes[cid].image
+            self.boxes[cid] = self.boxes[cid]._replace(state="running", passing=img not in self.sick)
+        self.log.append(("run", len(ids)))
+        self._track()
+
     def maintenance(self, detail, on=True):
         self.boxes[detail.id] = self.boxes[detail.id]._replace(maintenance=on, passing=False)
         self.log.append(("maint", detail.id))
@@ -95,7 +109,9 @@ def test_rolls_all_and_never_below_declared():
     assert o.status == Status.OK and "now on new:1" in o.text
     assert sorted(b.image for b in d.boxes.values()) == [NEW] * 3
     assert d.min_serving == 3 and d.max_serving == 4
-    assert [k for k, _ in d.log] == ["start", "maint", "stop"] * 3
+    # the 2nd and 3rd new containers are created ahead while the one before comes up, then only started
+    assert [k for k, _ in d.log] == ["start", "create", "maint", "stop", "run", "create", "maint", "stop", "run",
+                                     "maint", "stop"]
     assert st.doc is None and not alerts
     assert out.stream.getvalue().count("step ") == 12  # each step: a line when it starts, one when done
 
@@ -121,8 +137,8 @@ def test_pause_between_steps_stops_and_keeps_state():
     ex, _, _, _ = executor(d, st, paused=paused)
     o = ex.run("new:1")
     assert o.status == Status.WARNING and "paused" in o.text and "run again to resume" in o.text
-    assert st.doc["phase"] == "rolling" and st.doc["step"] == 2
-    assert d.min_serving == 3
+    assert st.doc["phase"] == "rolling" and st.doc["step"] == 4  # stopped before a start, never after one
+    assert d.min_serving == 3 and len(d.boxes) == 3
     ex2, _, _, _ = executor(d, st)
     o = ex2.run("new:1")
     assert o.status == Status.OK and sorted(b.image for b in d.boxes.values()) == [NEW] * 3
@@ -173,3 +189,17 @@ def test_dry_run_changes_nothing():
     o = ex.run("new:1", dry_run=True)
     assert o.status == Status.OK and "6 step(s)" in o.text and "  1. start one new instance of new:1" in o.text
     assert d.log == [] and st.doc is None
+
+
+def test_progress_bar_only_on_a_terminal():
+    plain = rollout_exec.Progress(io.StringIO(), total=4, tty=False)
+    plain.line("step 1")
+    plain.step_done()
+    plain.close()
+    assert plain.stream.getvalue() == "step 1\n"
+    tty = rollout_exec.Progress(io.StringIO(), total=4, tty=True)
+    tty.line("step 1")
+    tty.step_done()
+    tty.close()
+    text = tty.stream.getvalue()
+    assert "step 1\n" in text and "1/4 steps" in text and "#" * 7 in text and text.endswith("\r\033[K")

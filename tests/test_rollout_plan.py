@@ -98,3 +98,24 @@ def test_serving_excludes_maintenance_failing_and_stopped():
     assert not serving(box("a", passing=None))
     assert not serving(box("a", state="exited"))
     assert not serving(box("a", retiring=True))
+
+
+def test_compose_override_is_json_yaml_for_the_spec_service(tmp_path):
+    import json
+    from collections import namedtuple
+
+    from handlers import rollout_image
+    Scale = namedtuple("Scale", "driver project file service")
+    Spec = namedtuple("Spec", "service scale")
+    sp = Spec("www.example.com", Scale("compose", "demo", "/x/compose.yml", "web"))
+    path = rollout_image.compose_override(sp, "medic-demo:v2", directory=str(tmp_path))
+    assert json.load(open(path)) == {"services": {"web": {"image": "medic-demo:v2"}}}
+    assert rollout_image.compose_override(sp, "medic-demo:v2", directory=str(tmp_path)) == path  # stable
+    assert rollout_image.compose_override(sp, "medic-demo:v3", directory=str(tmp_path)) != path
+    assert rollout_image.with_tag("medic-demo") == "medic-demo:latest"
+    assert rollout_image.with_tag("reg:5000/team/app") == "reg:5000/team/app:latest"
+    assert rollout_image.with_tag("reg:5000/team/app:1.2") == "reg:5000/team/app:1.2"
+    with pytest.raises(Exception):
+        rollout_image.check_ref("-rm")
+    with pytest.raises(Exception):
+        rollout_image.check_ref("a b")
