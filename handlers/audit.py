@@ -49,7 +49,8 @@ class AuditLog:
 
     def write(self, record):
         """Append one record; returns the line written. Raises OSError on failure."""
-        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%03dZ" % (time.time() % 1 * 1000),
+        now = time.time()  # read once: seconds and milliseconds from the same instant
+        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (now % 1 * 1000),
                "host": socket.gethostname(), "pid": os.getpid()}
         rec.update(record)
         line = json.dumps(_scrub(rec, self.secrets), sort_keys=True, default=str) + "\n"
