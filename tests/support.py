@@ -196,9 +196,9 @@ def compose_available():
 
 
 def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.time() + timeout
+    deadline = time.monotonic() + timeout
     last = None
-    while time.time() < deadline:
+    while time.monotonic() < deadline:
         last = predicate()
         if last:
             return last
