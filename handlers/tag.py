@@ -12,7 +12,6 @@ registered on this agent (the registrar applies it when it registers the service
 3 usage, Consul failure, a service that cannot be re-registered safely.
 """
 from . import runtime
-from .status import Outcome, Status
 
 def build():
     import click
