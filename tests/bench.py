@@ -356,7 +356,7 @@ def _last_start(project):
 def _phase_row(key, phases, what):
     med = {p: round(statistics.median(x[p] for x in phases), 3) for p in PHASES} if phases else {}
     text = ", ".join("%s %.2f" % (p, med[p]) for p in PHASES) if phases else "no phases"
-    return Row(key, med, "s", None, "%s, medians (n=%d): %s" % (what, len(phases), text))
+    return Row(key, med, "", None, "%s, median seconds (n=%d): %s" % (what, len(phases), text))
 
 
 def time_to_heal(b, trials=10):
@@ -380,12 +380,12 @@ def time_to_heal(b, trials=10):
         _stop_stack(s)
     d = b.dist["time_to_heal_s"] = distribution(samples)
     return [Row("time_to_heal_s", d, "s", "median <= 0.9, p90 <= 1.2",
-                "docker kill 1 of 3 -> replacement passing in Consul (watch -> medic-heal -> compose)"),
+                "docker kill 1 of 3 -> replacement passing in Consul (watch -> medic-heal -> engine start)"),
             Row("heal_extra_actions", extra, "", "0", "scale actions beyond one per loss, over all trials"),
             _phase_row("time_to_heal_phases", phases, "where it went")]
 
 
-def second_loss_time_to_heal(b, trials=5):
+def second_loss_time_to_heal(b, trials=3):
     """A second loss 1 s after a completed heal, the spec's heal policy at its shipped defaults.
 
     Per trial: kill one replica, wait until 3 pass again, wait 1 s, kill another: the
@@ -489,7 +489,7 @@ def fmt(v):
     if isinstance(v, dict) and "median" in v:  # samples only in the JSON
         return "median %g / p90 %g (n=%d)" % (v["median"], v["p90"], v["trials"])
     if isinstance(v, dict):
-        return "(see how)"
+        return "(in how)"
     return "%g" % v if isinstance(v, float) else str(v)
 
 
