@@ -208,6 +208,10 @@ def evaluate_all(specs, opts, connection_factory):
                 results[name] = count.evaluate(s.service, s.instances, health.parse_instances(entries[name], name))
             except MedicError as e:
                 results[name] = unknown(e)
+        critical = {n: s.service for n, s in group.items() if results[n].status == Status.CRITICAL}
+        if critical:  # site: instances ACLs hid are not missing (handlers/acl.py)
+            from . import acl
+            results.update(acl.recheck(st, critical, connection_factory))
     return results, fallback
 
 

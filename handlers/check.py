@@ -24,6 +24,7 @@ then). The judging lives in handlers/count.py; its names are re-exported here.
 from . import health, lighthttp, options, runtime, settings, spec
 from .count import MAX_LINE, MAX_OUTPUT, bounded, clean, compare, evaluate, instance_line  # noqa: F401
 from .errors import UsageError
+from .status import Status  # heal helper: main's merge lost this import (NameError on every count)
 
 DEADLINE = 30.0  # whole run; MEDIC_DEADLINE overrides. Each Consul call has its own timeout.
 
@@ -56,7 +57,11 @@ def check_one(service, opts, connection_factory=lighthttp.Connection):
     st = connection_settings(opts, sp)
     with connection_factory(st) as conn:
         _, entries, _ = conn.get_json(health_path(sp.service), [("stale", None)])
-    return evaluate(sp.service, sp.instances, health.parse_instances(entries, sp.service))
+        out = evaluate(sp.service, sp.instances, health.parse_instances(entries, sp.service))
+        if out.status == Status.CRITICAL:  # site: ACLs may have hidden instances (handlers/acl.py)
+            from . import acl
+            acl.require(conn, acl.service_read(sp.service))
+    return out
 
 
 def dispatch(service, opts):

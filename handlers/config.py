@@ -13,18 +13,17 @@ Fragments (all owned by medic, all named `medic-*.json`):
                          medic:batch       batch mode only: one script check running
                                            `<bin>/medic-check --all --ttl --refresh ...`
                          medic:reconcile   `<bin>/medic-heal --all --specs DIR ...` every 30 s
-  medic-watches.json   checks watch state=critical -> medic-heal; one service watch per spec
-                       -> medic-heal; checks watch service=medic (any state) -> medic-notify watch
+  medic-watches.json   checks watch state=critical -> medic-heal (medic:<service> heals <service>);
+                       one service watch per spec and a keyprefix watch on medic/<env>/wake/ ->
+                       medic-heal; checks watch service=medic (any state) -> medic-notify watch
 
-Never a node-level check (a critical node check would take every instance on the
-monitoring node out of service), never a token (the agent's environment provides
-CONSUL_HTTP_TOKEN_FILE). Output is deterministic (sorted keys, sorted lists),
-each file is written atomically and only when its content changed, stale
-`medic-*` fragments are removed, every other file in the directory is left
-alone. When the `consul` binary is present the fragments are checked with
-`consul validate` (in a temp copy, with a throwaway bind_addr/data_dir fragment,
-since `consul validate` refuses a directory without bind_addr on a host with
-several private addresses).
+Never a node-level check (a critical node check would take every instance on the monitoring
+node out of service), never a token (the agent's environment provides CONSUL_HTTP_TOKEN_FILE).
+Output is deterministic (sorted keys, sorted lists), each file is written atomically and only
+when its content changed, stale `medic-*` fragments are removed, every other file in the
+directory is left alone. When the `consul` binary is present the fragments are checked with
+`consul validate` (in a temp copy, with a throwaway bind_addr/data_dir fragment, since `consul
+validate` refuses a directory without bind_addr on a host with several private addresses).
 """
 import json
 import os
@@ -34,7 +33,7 @@ import sys
 import tempfile
 from collections import namedtuple
 
-from . import options, runtime, settings, spec
+from . import heal_select, options, runtime, settings, spec
 from .errors import MedicError, SpecError, UsageError
 from .status import Outcome, Status
 
@@ -126,6 +125,8 @@ def watches(specs, plan):
     # the watch itself names it, so an empty service is healed too.
     out += [{"type": "service", "service": name, "args": heal[:1] + ["--service", name] + heal[1:]}
             for name in sorted(specs)]
+    # medic-register's wake-up keys (a container it had deregistered finally exited): wake medic-heal
+    out.append({"type": "keyprefix", "prefix": heal_select.wake_prefix(plan.env), "args": heal})
     return out
 
 
@@ -241,8 +242,14 @@ def run(opts, argv0=None):
     env = settings.environment(opts.get("env"))
     specs_dir = os.path.abspath(spec.specs_dir(opts.get("specs")))
     specs = spec.load_dir(specs_dir, env)
+    if opts.get("acl_policy"):  # site: least-privilege ACL rules per role (handlers/acl.py)
+        from . import acl
+        return acl.policy_outcome(opts["acl_policy"], specs, env)
+    from . import compose_file  # site: a compose service must name an image, not build: one
+    unchecked = ["compose files not checked for build: (no docker CLI)"] if compose_file.check(specs) is None else []
     if opts.get("check"):
         lines = ["%s: %d instances, %s mode (%s)" % (n, s.instances, s.check.mode, s.path) for n, s in specs.items()]
+        lines += unchecked
         return Outcome(Status.OK, runtime.status_line(Status.OK, "%d specs valid in %s" % (len(specs), specs_dir))
                        + "".join("\n" + ln for ln in lines))
     if opts.get("consul_addr"):
@@ -259,7 +266,7 @@ def run(opts, argv0=None):
     text = "%s: %d fragments for %d services (%d script, %d batch): %d written, %d unchanged, %d removed; %s" % (
         out, len(files), len(specs), len(specs) - batch, batch, len(written), len(unchanged), len(removed),
         "consul validate passed" if validated else "not validated (no consul binary)")
-    lines = ["written: " + n for n in written] + ["removed: " + n for n in removed]
+    lines = ["written: " + n for n in written] + ["removed: " + n for n in removed] + unchecked
     if written or removed:
         lines.append("apply with: consul reload")
     return Outcome(Status.OK, runtime.status_line(Status.OK, text) + "".join("\n" + ln for ln in lines))
@@ -279,6 +286,9 @@ def command():
     @click.option("--reconcile-interval", "reconcile_interval", metavar="DURATION", default="30s",
                   show_default=True, help="How often medic-heal --all runs.")
     @click.option("--check", "check", is_flag=True, help="Validate the specs only; write nothing.")
+    @click.option("--acl-policy", "acl_policy", metavar="ROLE[@NODE]",
+                  help="Print the least-privilege Consul ACL rules (HCL) for monitor, registrar or reader "
+                       "[NODE: default this host's name]; write nothing.")
     @options.common
     def cmd(**opts):
         return run(opts)

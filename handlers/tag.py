@@ -3,22 +3,16 @@
     medic-tag SERVICE_ID [--add TAG]... [--remove TAG]...
 
 Records the role in Consul KV (keys.key(env, "roles", SERVICE_ID), {"add": [...],
-"remove": [...]}, compare-and-set) so medic-register merges it with the label tags on
-every registration and resync, then re-registers the instance on the agent with the new
-tags, keeping its checks. Without --add/--remove it shows the instance's tags and role.
+"remove": [...]}, compare-and-set through kv.cas_update) so medic-register merges it
+with the label tags on every registration and resync, then re-registers the instance on
+the agent with the new tags, keeping its checks. Without --add/--remove it shows the instance's tags and role.
 
 Exit: 0 applied (or nothing to change); 1 role recorded but the service is not
 registered on this agent (the registrar applies it when it registers the service);
 3 usage, Consul failure, a service that cannot be re-registered safely.
 """
-import base64
-import json
-
 from . import runtime
 from .status import Outcome, Status
-
-CAS_ATTEMPTS = 5
-
 
 def build():
     import click
@@ -29,7 +23,7 @@ def build():
     @click.argument("service_id")
     @click.option("--add", "add", multiple=True, metavar="TAG", help="Role tag to add (repeatable, or a,b).")
     @click.option("--remove", "remove", multiple=True, metavar="TAG", help="Tag to remove (repeatable, or a,b).")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @options.common
     def cmd(service_id, add, remove, audit_log, specs, env, consul_addr, token, token_file, consul_timeout,
             verbose):
@@ -37,112 +31,27 @@ def build():
         s = settings.resolve(consul_addr, token, token_file, consul_timeout)
         env_name = settings.environment(env)
         log = audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token])
-        return run(s, env_name, service_id, _tags("--add", add), _tags("--remove", remove), log)
+        from . import retag
+        return retag.run(s, env_name, service_id, _tags("--add", add), _tags("--remove", remove), log)
 
     return cmd
 
 
 def _tags(flag, values):
     from .errors import UsageError
-    from .registrar import split_tags
+    from .reg_model import MAX_TAGS, split_tags, tag_problem
     out = []
     for v in values:
         parts = split_tags(v)
         if not parts:
             raise UsageError("%s needs a non-empty tag" % flag)
+        for t in parts:
+            if tag_problem(t):
+                raise UsageError("%s %s" % (flag, tag_problem(t)))
         out += [t for t in parts if t not in out]
+    if len(out) > MAX_TAGS:
+        raise UsageError("%s: %d tags, at most %d" % (flag, len(out), MAX_TAGS))
     return tuple(out)
-
-
-def run(s, env, service_id, add, remove, audit_log=None):
-    """Apply the role change; returns an Outcome. I/O through one lighthttp connection."""
-    from urllib.parse import quote
-
-    from . import keys, registrar
-    from .errors import ConsulError, UsageError
-    from .lighthttp import Connection
-
-    both = sorted(set(add) & set(remove))
-    if both:
-        raise UsageError("tag %s is both added and removed" % ",".join(both))
-    try:
-        key = keys.key(env, "roles", service_id)
-    except ValueError:
-        raise UsageError("service ID %r: must be non-empty and contain no '/'" % service_id) from None
-    path_id = quote(service_id, safe=":@")
-    with Connection(s) as c:
-        resp = c.call("GET", "/v1/agent/service/" + path_id, ok=(200, 404))
-        service = resp.json() if resp.status == 200 else None
-        role, index, note = _read_role(c, key)
-        if not add and not remove:
-            tags = ",".join(service.get("Tags") or ()) if service else "(not registered on this agent)"
-            return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s; role %s" % (
-                service_id, tags, json.dumps(role or {}, sort_keys=True))))
-        body = replace = None
-        if service is not None:
-            new_tags = registrar.apply_tag_change(service.get("Tags") or (), add, remove)
-            try:
-                body, replace = registrar.retag(service, c.get_json("/v1/agent/checks")[1].values(), new_tags)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-        # 1. the role, compare-and-set: the registrar's source of truth survives restarts
-        for _ in range(CAS_ATTEMPTS):
-            new_role = registrar.apply_role_change(role, add, remove)
-            if _cas(c, key, index or 0, json.dumps(new_role, sort_keys=True).encode()):
-                break
-            role, index, note = _read_role(c, key)
-        else:
-            raise ConsulError("KV %s changed under us %d times: role not recorded" % (key, CAS_ATTEMPTS))
-        rec = {"kind": "tag", "action": "retag", "service_id": service_id, "add": list(add),
-               "remove": list(remove), "role": new_role, "key": key}
-        # 2. the instance, re-registered with the same checks
-        if service is None:
-            _audit(audit_log, dict(rec, action="record", reason="not registered on this agent: role recorded only"))
-            return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, (
-                "%s is not registered on the agent at %s: role recorded at %s, applied when the registrar "
-                "registers it") % (service_id, s.addr, key)))
-        if sorted(set(body["Tags"])) == sorted(set(service.get("Tags") or ())):
-            _audit(audit_log, dict(rec, tags=body["Tags"], reason="tags already as asked: agent not written"))
-            return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s unchanged; role recorded at %s%s"
-                                                          % (service_id, ",".join(body["Tags"]), key, note)))
-        params = [("replace-existing-checks", "true")] if replace else None
-        c.call("PUT", "/v1/agent/service/register", params, body)
-        after = c.get_json("/v1/agent/service/" + path_id)[1]
-        if sorted(set(after.get("Tags") or ())) != sorted(set(body["Tags"])):
-            raise ConsulError("agent shows tags %s after re-registration, not %s"
-                              % (after.get("Tags"), body["Tags"]))
-        how = "check rebuilt from its Meta" if replace else "checks left running untouched"
-        _audit(audit_log, dict(rec, tags=body["Tags"], reason="re-registered with new tags (%s)" % how))
-        return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s (%s); role recorded at %s%s" % (
-            service_id, ",".join(body["Tags"]), how, key, note)))
-
-
-def _read_role(c, key):
-    """(role or None, ModifyIndex or None, note) of the KV record."""
-    from . import registrar
-    from urllib.parse import quote
-    resp = c.call("GET", "/v1/kv/" + quote(key, safe="/:@"), ok=(200, 404))
-    if resp.status == 404:
-        return None, None, ""
-    entry = (resp.json() or [{}])[0]
-    try:
-        return registrar.parse_role(base64.b64decode(entry.get("Value") or "") or b"{}"), entry["ModifyIndex"], ""
-    except ValueError as e:
-        return None, entry["ModifyIndex"], " (replaced a malformed record: %s)" % e
-
-
-def _cas(c, key, index, body):
-    from urllib.parse import quote
-    resp = c.call("PUT", "/v1/kv/" + quote(key, safe="/:@"), [("cas", str(index))], body)
-    return resp.body.strip() == b"true"
-
-
-def _audit(log, rec):
-    if log is not None:
-        try:
-            log.write(rec)
-        except OSError:
-            pass
 
 
 def main():

@@ -52,7 +52,7 @@ monitor_conf() {  # extra json members
   cat <<JSON
 {"node_name": "monitor", "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
  "data_dir": "$state/monitor/data", "enable_local_script_checks": true,
- "disable_update_check": true, "log_level": "INFO", "ports": {"dns": -1} $1}
+ "disable_update_check": true, "log_level": "INFO", "ports": {"dns": -1}, "retry_interval": "1s" $1}
 JSON
 }
 
@@ -72,7 +72,8 @@ up() {
       for i in 2 3 4; do
         write_conf "server$i" "{\"node_name\": \"server$i\", \"server\": true, \"bootstrap_expect\": 3,
           \"bind_addr\": \"127.0.0.$i\", \"client_addr\": \"127.0.0.$i\", \"data_dir\": \"$state/server$i/data\",
-          \"retry_join\": [\"127.0.0.2\", \"127.0.0.3\", \"127.0.0.4\"], \"performance\": {\"raft_multiplier\": 1},
+          \"retry_join\": [\"127.0.0.2\", \"127.0.0.3\", \"127.0.0.4\"], \"retry_interval\": \"1s\",
+          \"performance\": {\"raft_multiplier\": 1},
           \"disable_update_check\": true, \"ports\": {\"dns\": -1}}"
         start "server$i"
       done

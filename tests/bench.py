@@ -424,6 +424,20 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
+# -- medic-lb / medic-failover rows (owner: lb helper; the measurements live in bench_lb.py) --------------
+def lb_rows(b):
+    import bench_lb
+    return bench_lb.lb_render_1000(b) + bench_lb.lb_reload_after_change(b) + bench_lb.failover_time(b)
+
+
+# -- rollout helper (issue 12): medic-rollout under real traffic ------------------------------
+def rollout_traffic(b):
+    """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
+    import support_rollout_traffic as srt
+    return srt.bench_rows(Row)
+# -- end rollout helper --------------------------------------------------------------------
+
+
 def picture(b, path=None):
     """The time-to-heal distributions of this run as a PNG (matplotlib, the `bench` extra)."""
     path = path or PICTURE
@@ -467,7 +481,7 @@ PICTURE_SERIES = (("time_to_heal_s", "medic"), ("swarm_tuned_time_to_heal_s", "S
 
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
                 second_loss_time_to_heal, swarm_time_to_heal, swarm_tuned_time_to_heal, docker_restart_policy,
-                register_100, picture]
+                register_100, lb_rows, rollout_traffic, picture]
 
 
 def leftovers(b):

@@ -1,0 +1,41 @@
+"""A 3-minute `make chaos` (tests/chaos.py, docs/chaos.md): zero invariant violations, nothing left behind.
+
+Uses the fixed testbed addresses (127.0.0.1:8500, 127.0.0.2-4, 127.0.0.11-13): when another
+stack holds them (`make demo`), it skips locally and fails under CI=true.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import support
+import support_hosts
+
+pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
+
+
+def _port_free(host, port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) != 0
+
+
+def test_chaos_three_minutes(consul_bin, docker_client, tmp_path, capsys):
+    ok, what = support_hosts.hosts_available()
+    support.require(ok, what)
+    support.require(_port_free("127.0.0.1", 8500) and _port_free("127.0.0.2", 8500),
+                    "the testbed addresses 127.0.0.1:8500 and 127.0.0.2-4 (another stack holds them: make demo-down)")
+    out = tmp_path / "chaos-results.json"
+    r = subprocess.run([sys.executable, os.path.join(support.ROOT, "tests", "chaos.py"), "--duration", "3m",
+                        "--seed", os.environ.get("MEDIC_CHAOS_SEED", "7"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=1800, env=support.medic_env())
+    with capsys.disabled():
+        print("\n" + "\n".join(r.stdout.splitlines()[-30:]))
+    doc = json.loads(out.read_text())
+    assert doc["faults"], r.stdout[-3000:] + r.stderr[-3000:]
+    assert not [v for v in doc["violations"] if v["kind"] in ("left_behind", "teardown")], doc["violations"]
+    assert doc["violations"] == [], json.dumps(doc["violations"], indent=1, default=str)[:4000]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
