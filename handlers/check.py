@@ -121,4 +121,4 @@ def command():
 
 
 def main():
-    return runtime.run(command=command, fast=fast, deadline=DEADLINE)
+    return runtime.run(command=command, fast=fast, deadline=DEADLINE, quick_exit=True)

@@ -162,8 +162,13 @@ def _trace(verbose):
         traceback.print_exc(file=sys.stderr)
 
 
-def run(command=None, fast=None, argv=None, prog=None, deadline=30.0):
-    """Entry point wrapper: execute under a deadline, print, exit. The only sys.exit."""
+def run(command=None, fast=None, argv=None, prog=None, deadline=30.0, quick_exit=False):
+    """Entry point wrapper: execute under a deadline, print, exit. The only sys.exit.
+
+    quick_exit: end with os._exit once the output is flushed, skipping the interpreter's
+    teardown (~3 ms of CPU, a tenth of a hot-path run); only for a process that holds no
+    other buffered output, atexit work or child it must wait for (medic-check).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0] or "medic")
     try:
@@ -189,4 +194,9 @@ def run(command=None, fast=None, argv=None, prog=None, deadline=30.0):
         sys.stdout.flush()
     except BrokenPipeError:
         pass
+    if quick_exit:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(int(outcome.status))
     sys.exit(int(outcome.status))
