@@ -92,9 +92,17 @@ class Run:
             self._consul[st] = (self.parts.consul_factory or ConsulAccess)(st)
         return self._consul[st]
 
-    def scaler(self, sp):
+    def scaler(self, sp, client=None):
+        """The service's scaler; a compose service gets the override of the image medic-rollout
+        recorded (rollout_image.compose_files), so a heal starts what the last rollout deployed."""
         from . import scaler
-        return (self.parts.scaler_factory or scaler.for_spec)(sp, self.engine.get())
+        if self.parts.scaler_factory is not None:
+            return self.parts.scaler_factory(sp, self.engine.get())
+        extra = ()
+        if sp.scale.driver == "compose" and client is not None:
+            from . import rollout_image
+            extra = rollout_image.compose_files(client, self.env, sp)
+        return scaler.for_spec(sp, self.engine.get(), extra_files=extra)
 
     def audit(self, rec):
         t0 = rec.pop("_t0", None)

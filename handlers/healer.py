@@ -148,7 +148,7 @@ def _round(run, sp, consul):
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
     now = run.clock()
     dec = decide.decide(sp, obs, hist, now)
-    sc = run.scaler(sp) if dec.kind == "heal" else None
+    sc = run.scaler(sp, consul.client) if dec.kind == "heal" else None
     argv = sc.argv(dec.target) if sc is not None else None
     if run.dry_run:
         return Round(dec, Status.OK, obs, consul_index, argv)
@@ -167,7 +167,7 @@ def _round(run, sp, consul):
     if not res.ok:
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
-    return Round(dec, status, obs, consul_index, argv, res, history_error)
+    return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error)
 
 
 def _drained(run, sp, consul):

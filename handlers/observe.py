@@ -13,7 +13,6 @@ nothing. All other instances that map to no container here are remote (another h
 and count for their own health.
 """
 import calendar
-import os
 
 from . import health
 from .decide import Container, Observation, Remote, KNOWN_STATES
@@ -51,16 +50,10 @@ def consul_instances(conn, service):
 
 # -- engine ----------------------------------------------------------------------
 def engine_client(timeout=10.0):
-    """A docker SDK client from DOCKER_HOST (etc.) that answered a ping."""
-    import docker  # lazy: heavy
-
-    where = os.environ.get("DOCKER_HOST") or "the default socket"
-    try:
-        client = docker.from_env(timeout=int(max(1, timeout)))
-        client.ping()
-        return client
-    except Exception as e:
-        raise EngineError("cannot reach the Docker engine at %s: %s" % (where, _reason(e))) from None
+    """A Docker engine client that answered a ping: the light one (handlers/engine.py: HTTP over
+    DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
+    from . import engine
+    return engine.client(timeout)
 
 
 class LocalContainer:

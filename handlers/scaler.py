@@ -3,7 +3,6 @@
     ComposeScaler   docker compose -p P -f F up -d --no-recreate --scale S=N S   (argv list)
                     (`docker-compose` v1 when only that exists)
     SwarmScaler     service.scale(N) through the Docker SDK
-    RecordingScaler a fake for unit tests: records every call, changes nothing
 
 Compose v2 counts a service's stopped containers in --scale N: it restarts exited ones
 (with new host ports) and, when there are more than N, removes the highest-numbered
@@ -63,14 +62,17 @@ def compose_command(which=shutil.which, run=subprocess.run, timeout=20.0, plugin
     raise EngineError("neither `docker compose` (v2) nor `docker-compose` (v1) is available")
 
 
-def compose_argv(base, scale, n):
-    return list(base) + ["-p", scale.project, "-f", scale.file, "up", "-d", "--no-recreate",
-                         "--scale", "%s=%d" % (scale.service, int(n)), scale.service]
+def compose_argv(base, scale, n, extra_files=()):
+    """extra_files: compose override files after the spec's own (e.g. the image medic-rollout recorded)."""
+    extra = [a for f in extra_files for a in ("-f", f)]
+    return list(base) + ["-p", scale.project, "-f", scale.file] + extra + [
+        "up", "-d", "--no-recreate", "--scale", "%s=%d" % (scale.service, int(n)), scale.service]
 
 
 class ComposeScaler:
-    def __init__(self, scale, timeout, engine=None, base=None, run=subprocess.run):
+    def __init__(self, scale, timeout, engine=None, base=None, run=subprocess.run, extra_files=()):
         self.scale_spec, self.timeout, self.engine = scale, float(timeout), engine
+        self.extra_files = tuple(extra_files)
         self._base, self._run = base, run
 
     @property
@@ -80,7 +82,7 @@ class ComposeScaler:
         return self._base
 
     def argv(self, n):
-        return compose_argv(self.base, self.scale_spec, n)
+        return compose_argv(self.base, self.scale_spec, n, self.extra_files)
 
     def scale(self, n, remove=(), replace=None):
         started = time.monotonic()
@@ -198,21 +200,7 @@ class SwarmScaler:
         return Result(bool(ok), self.argv(n), 0 if ok else None, "", time.monotonic() - started, removed)
 
 
-class RecordingScaler:
-    """Test double: records (n, remove, replace) and returns a configured result."""
-
-    def __init__(self, scale, ok=True):
-        self.scale_spec, self.ok, self.calls = scale, ok, []
-
-    def argv(self, n):
-        return compose_argv(["docker", "compose"], self.scale_spec, n)
-
-    def scale(self, n, remove=(), replace=None):
-        self.calls.append((n, tuple(remove), replace))
-        return Result(self.ok, self.argv(n), 0 if self.ok else 1, "", 0.0, list(remove))
-
-
-def for_spec(spec, engine):
+def for_spec(spec, engine, extra_files=()):
     if spec.scale.driver == "swarm":
         return SwarmScaler(spec.scale, spec.heal.command_timeout, engine)
-    return ComposeScaler(spec.scale, spec.heal.command_timeout, engine)
+    return ComposeScaler(spec.scale, spec.heal.command_timeout, engine, extra_files=extra_files)

@@ -19,7 +19,7 @@ full run; a "settled" needs every condition above.
 """
 import base64
 
-from . import batch, decide, health, history, lighthttp, observe
+from . import decide, health, history, lighthttp, nodedump, observe
 from .errors import ConsulError, EngineError, MedicError
 
 
@@ -100,9 +100,9 @@ def split(specs, env, settings_for, engine, now):
         try:
             st = settings_for(group[0])
             with lighthttp.Connection(st) as conn:
-                _, nodes, _ = conn.get_json(batch.NODES_PATH)
+                _, nodes, _ = conn.get_json(nodedump.NODES_PATH)
                 hists = histories(conn, env)
-            entries = batch.entries_by_service(nodes, {sp.service.lower() for sp in group})
+            entries = nodedump.entries_by_service(nodes, {sp.service.lower() for sp in group})
         except MedicError:
             needs.extend(group)
             continue

@@ -307,3 +307,24 @@ def test_a_drained_host_starts_nothing_until_undo(tmp_path):
     drain_state.clear(w.consul, None, w.engine.info()["Name"])
     out = w.run()
     assert "heal(3)" in out.text and len(w.scaled) == 1
+
+
+def test_a_heal_after_a_rollout_starts_the_recorded_image(tmp_path, monkeypatch):
+    """medic-rollout records the image it deployed; medic-heal's compose scaler then adds an override
+    file setting it, so a heal never brings back the compose file's old image (dry run: the argv)."""
+    from handlers import rollout_image
+    monkeypatch.setenv("MEDIC_OVERRIDE_DIR", str(tmp_path / "overrides"))
+    w = World(tmp_path)
+    w.parts = w.parts._replace(scaler_factory=None)  # the production scaler: only its argv is looked at
+    w.up(3)
+    w.kill(0)
+    out = w.run(dry_run=True)
+    assert "heal(3)" in out.text and " -f " not in out.text.split("/nonexistent/compose.yml", 1)[1].split(" up ")[0]
+    rollout_image.record_image(w.consul, None, SERVICE, "medic-demo:v2")
+    out = w.run(dry_run=True)
+    argv = w.records()[-1]["argv"]
+    override = argv[argv.index("/nonexistent/compose.yml") + 2]
+    assert argv[argv.index("/nonexistent/compose.yml") + 1] == "-f" and override.startswith(str(tmp_path))
+    with open(override, encoding="utf-8") as f:
+        assert json.load(f) == {"services": {"web": {"image": "medic-demo:v2"}}}
+    assert argv[-6:] == ["up", "-d", "--no-recreate", "--scale", "web=3", "web"]
