@@ -26,9 +26,9 @@ import json
 import os
 import time
 
-from . import count, health, lighthttp, settings, spec
+from . import count, health, lighthttp, settings, spec, spec_cache
 from .errors import ConsulError, MedicError, SpecError
-from .nodedump import NODES_PATH, entries_by_service  # noqa: F401  (triage reads them from here)
+from .nodedump import NODES_PATH, entries_by_service
 from .runtime import status_line
 from .status import Outcome, Status, worst
 
@@ -45,7 +45,7 @@ def check_id(service):
 
 def health_path(service):
     # lighthttp has no public name for quoting a path segment yet (listed for the lead)
-    return "/v1/health/service/" + lighthttp._quote(service)
+    return "/v1/health/service/" + lighthttp.quote(service)
 
 
 # -- pure ------------------------------------------------------------------
@@ -101,7 +101,7 @@ def load_specs(dirpath, env):
     """
     good, bad, seen = {}, {}, {}
     # spec has no public "list the spec files" name yet (listed for the lead): load_dir stops at the first bad file
-    for path in spec._spec_files(dirpath):
+    for path in spec.spec_files(dirpath):
         name = os.path.basename(path)[:-len(".json")]
         try:
             s = spec.load_file(path, env)
@@ -123,7 +123,7 @@ def unknown(err):
 
 # -- state -------------------------------------------------------------------
 def state_path(st):
-    cdir = spec._cache_dir()  # no public name yet (listed for the lead)
+    cdir = spec_cache.cache_dir()
     if not cdir:
         return None
     return os.path.join(cdir, "batch-%s-%d.json" % (st.host.replace("/", "_"), st.port))
@@ -231,7 +231,7 @@ def run(opts, connection_factory=lighthttp.Connection, now=time.time):
             last = read_state(path)
             t = now()
             for cid, verb, text in plan_writes(results, ttl_checks, last, t, opts.get("refresh")):
-                conn.call("PUT", "/v1/agent/check/update/" + lighthttp._quote(cid),
+                conn.call("PUT", "/v1/agent/check/update/" + lighthttp.quote(cid),
                           body={"Status": STATUS_OF_VERB[verb], "Output": text})
                 last[cid] = t
                 written += 1

@@ -85,7 +85,7 @@ def _cause(settings, text):
 
 def _unregistered_node(conn):
     """The local agent's node name when the catalog does not have it yet, else None."""
-    from .lighthttp import _quote
+    from .lighthttp import quote
 
     resp = conn.request("GET", "/v1/agent/self")
     if resp.status != 200:
@@ -97,7 +97,7 @@ def _unregistered_node(conn):
         return None
     if not name:
         return None
-    resp = conn.request("GET", "/v1/catalog/node/" + _quote(name), [("stale", None)])
+    resp = conn.request("GET", "/v1/catalog/node/" + quote(name), [("stale", None)])
     if resp.status != 200:
         return None
     try:

@@ -52,8 +52,8 @@ def _light(client):
 
 
 def _light_get(conn, key):
-    from .lighthttp import _quote
-    resp = conn.call("GET", "/v1/kv/" + _quote_key(key, _quote), [("consistent", None)], ok=(200, 404))
+    from .lighthttp import quote
+    resp = conn.call("GET", "/v1/kv/" + _quote_key(key, quote), [("consistent", None)], ok=(200, 404))
     if resp.status == 404:
         return None
     items = resp.json()
@@ -66,9 +66,9 @@ def _light_get(conn, key):
 
 
 def _light_put(conn, key, body, cas):
-    from .lighthttp import _quote
+    from .lighthttp import quote
     params = [("cas", str(int(cas)))] if cas is not None else None
-    resp = conn.call("PUT", "/v1/kv/" + _quote_key(key, _quote), params, body.encode("utf-8"))
+    resp = conn.call("PUT", "/v1/kv/" + _quote_key(key, quote), params, body.encode("utf-8"))
     return resp.body.strip() == b"true"
 
 

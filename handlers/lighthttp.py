@@ -17,7 +17,7 @@ from .errors import ConsulError, ConsulTimeout
 _MAX_BODY = 64 * 1024 * 1024
 
 
-def _quote(s):
+def quote(s):
     # RFC 3986 unreserved characters pass; everything else is %-encoded (no urllib import)
     out = []
     for b in str(s).encode("utf-8"):
@@ -31,7 +31,7 @@ def path_with_query(path, params=None):
         return path
     parts = []
     for k, v in params:
-        parts.append(_quote(k) if v is None else "%s=%s" % (_quote(k), _quote(v)))
+        parts.append(quote(k) if v is None else "%s=%s" % (quote(k), quote(v)))
     return path + "?" + "&".join(parts)
 
 

@@ -252,7 +252,7 @@ def load_file(path, env=None, use_cache=True):
     return build(load_document(path, use_cache), path, env)
 
 
-def _spec_files(dirpath):
+def spec_files(dirpath):
     try:
         names = sorted(os.listdir(dirpath))
     except FileNotFoundError:
@@ -265,13 +265,13 @@ def _spec_files(dirpath):
             if n.endswith(".json") and not n.startswith(".") and n != "schema.json"]
 
 
-_cache_dir = spec_cache.cache_dir  # old private name, still used by batch.py
+
 
 
 def load_dir(dirpath, env=None, use_cache=True):
     """Every spec in a directory -> {service: Spec}; a duplicate service is an error."""
     specs, seen = {}, {}
-    for path in _spec_files(dirpath):
+    for path in spec_files(dirpath):
         spec = load_file(path, env, use_cache)
         key = spec.service.lower()  # Consul DNS is case-insensitive
         if key in seen:
