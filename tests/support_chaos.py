@@ -88,6 +88,13 @@ class Stack:
                     errors.append("%s down: %s" % (script, r.stderr[-500:]))
             except Exception as e:
                 errors.append("%s down: %s" % (script, e))
+        if not errors:
+            for d in (self.specs, self.monitor_d):
+                shutil.rmtree(d, ignore_errors=True)
+            try:
+                os.rmdir(self.dir)
+            except OSError:
+                pass
         return errors
 
     def leftovers(self):
