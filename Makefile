@@ -2,16 +2,18 @@
 #   make demo    the self-heal story end to end on this machine (root, Debian/Ubuntu)
 #   make test    the whole suite: unit, real Consul, real Docker
 #   make bench   the speed figures (a table, and bench-results.json)
+#   make install PREFIX=/opt/consul-medic   a production install in its own virtualenv
 #   make chaos   a seeded random fault schedule on 3 Docker hosts (DURATION=10m SEED=1; chaos-results.json)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+PREFIX ?= /opt/consul-medic
 
-.PHONY: help venv testbed test unit demo demo-down bench chaos hosts-up hosts-down clean consul-up consul-down config
+.PHONY: help venv testbed test unit demo demo-down demo-failover bench chaos hosts-up hosts-down clean consul-up consul-down config install
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(BIN)/medic-check: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +40,21 @@ demo: testbed venv
 demo-down:
 	bash testbed/demo.sh down
 
-bench: testbed venv
+# one Redis failover with its timeline (own throwaway agent on free ports; cleans up after itself)
+demo-failover: testbed venv
+	$(BIN)/python testbed/demo_failover.py
+
+# the bench extra (matplotlib, for the time-to-heal picture) only where `make bench` runs
+$(VENV)/.bench-extra: $(BIN)/medic-check setup.cfg
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	@touch $@
+
+bench: testbed venv $(VENV)/.bench-extra
 	$(BIN)/python tests/bench.py
 
+# Its own virtualenv under PREFIX, executables in PREFIX/bin, not editable (docs/production.md).
+install:
+	bash deploy/install.sh "$(PREFIX)" "$(PYTHON)"
 # chaos: docs/chaos.md. Brings up its own stack (Consul cluster + 3 hosts), tears it all down.
 chaos: testbed venv
 	$(BIN)/python tests/chaos.py --duration $(or $(DURATION),10m) --seed $(or $(SEED),1)

@@ -24,14 +24,28 @@ import threading
 KINDS = ("circuit_open", "heal_failed", "healed", "warning", "critical", "recovered")
 
 
+def notify_exe(argv0=None, executable=None):
+    """Absolute path of medic-notify: next to this executable, next to the interpreter, or on PATH.
+
+    Never relative to the working directory: a bare argv[0] (found on PATH) has no directory,
+    and a file named medic-notify in the current directory is not ours."""
+    import shutil
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    dirs = [os.path.dirname(os.path.abspath(argv0))] if argv0 and os.sep in argv0 else []
+    dirs.append(os.path.dirname(os.path.abspath(executable or sys.executable)))
+    for d in dirs:
+        exe = os.path.join(d, "medic-notify")
+        if os.path.isfile(exe) and os.access(exe, os.X_OK):
+            return exe
+    found = shutil.which("medic-notify")
+    return os.path.abspath(found) if found else "medic-notify"
+
+
 def notify_argv(specs=None, env=None, consul_addr=None):
-    exe = os.path.join(os.path.dirname(sys.argv[0] or ""), "medic-notify")
-    if not os.path.isfile(exe):
-        exe = os.path.join(os.path.dirname(sys.executable), "medic-notify")
-    if not os.path.isfile(exe):
-        exe = "medic-notify"
-    argv = [exe, "event"]
-    for flag, value in (("--specs", specs), ("--env", env), ("--consul-addr", consul_addr)):
+    argv = [notify_exe(), "event"]
+    for flag, value in (("--specs", specs and os.path.abspath(specs)), ("--env", env),
+                        ("--consul-addr", consul_addr)):
         if value:
             argv += [flag, value]
     return argv

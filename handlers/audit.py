@@ -5,18 +5,27 @@ Path: --audit-log > MEDIC_AUDIT_LOG > /var/lib/consul-medic/audit.jsonl.
 Each record is written with a single O_APPEND write, so concurrent handlers
 never interleave lines. Secrets handed to the writer are scrubbed from every
 record before it is written.
+
+Rotation (logrotate, `create` or `copytruncate`): the writer keeps its file open
+and, before each record, compares the path's inode with the open file's. A
+renamed or removed file (logrotate moved it away) is closed and the path is
+opened again (created 0640), so no record goes to the rotated file after the
+rename was seen and none is lost. A truncated file is fine too (O_APPEND).
+docs/architecture.md has the logrotate snippet.
 """
 import json
 import os
 import socket
+import threading
 import time
 
 DEFAULT_AUDIT_LOG = "/var/lib/consul-medic/audit.jsonl"
 
 
 def audit_path(explicit=None, environ=None):
+    """The audit log's absolute path (a relative one is resolved once, against the start directory)."""
     env = os.environ if environ is None else environ
-    return explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG
+    return os.path.abspath(explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG)
 
 
 def _scrub(value, secrets):
@@ -35,6 +44,8 @@ class AuditLog:
     def __init__(self, path, secrets=()):
         self.path = path
         self.secrets = tuple(s for s in secrets if s)
+        self._fd, self._id, self._pid = None, None, None
+        self._lock = threading.Lock()
 
     def write(self, record):
         """Append one record; returns the line written. Raises OSError on failure."""
@@ -42,15 +53,40 @@ class AuditLog:
                "host": socket.gethostname(), "pid": os.getpid()}
         rec.update(record)
         line = json.dumps(_scrub(rec, self.secrets), sort_keys=True, default=str) + "\n"
+        with self._lock:
+            fd = self._current()
+            try:
+                os.write(fd, line.encode("utf-8"))
+            except OSError:
+                self.close()
+                raise
+        return line
+
+    def _current(self):
+        """The open file for the path; reopened when the path now names another file (rotated)."""
+        try:
+            st = os.stat(self.path)
+            now = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            now = None
+        if self._fd is not None and now == self._id and os.getpid() == self._pid:
+            return self._fd
+        self.close()
         d = os.path.dirname(self.path)
         if d:
             os.makedirs(d, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
-        return line
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
+        st = os.fstat(fd)
+        self._fd, self._id, self._pid = fd, (st.st_dev, st.st_ino), os.getpid()
+        return fd
+
+    def close(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd, self._id = None, None
 
 
 def read(path):

@@ -8,13 +8,13 @@ interval. The batch mode costs one:
             their current status and output)
           1 x `GET /v1/internal/ui/nodes?stale` per distinct Consul address (normally
             one): every node with its services and checks in one answer
-  writes  `PUT /v1/agent/check/pass|warn|fail/medic:<service>?note=<output>` on one
-          keep-alive connection to the local agent, only for checks whose status or
-          output changed, or whose last write is `--refresh` seconds old.
+  writes  `PUT /v1/agent/check/update/medic:<service>` with the JSON body
+          `{"Status": ..., "Output": ...}` (the output travels as JSON, not %-encoded
+          in the URL) on one keep-alive connection to the local agent, only for checks
+          whose status or output changed, or whose last write is `--refresh` seconds old.
 
-`/v1/internal/ui/nodes` is the endpoint Consul's web UI uses (Internal.NodeDump).
-It is an internal API, verified on Consul 1.8.7 (it answers on agents with the UI
-disabled too). If an agent answers it with 404/405 or an unexpected shape, the
+The node dump is read by `handlers/nodedump.py` (an internal API, see there). If an
+agent answers it with 404/405 or an unexpected shape, the
 batch falls back to one `GET /v1/health/service/<name>?stale` per service and
 says so in its output (`fallback=1` in the perfdata).
 
@@ -26,54 +26,29 @@ import json
 import os
 import time
 
-from . import check, health, lighthttp, settings, spec
-from .runtime import status_line
+from . import count, health, lighthttp, settings, spec
 from .errors import ConsulError, MedicError, SpecError
+from .nodedump import NODES_PATH, entries_by_service  # noqa: F401  (triage reads them from here)
+from .runtime import status_line
 from .status import Outcome, Status, worst
 
-NODES_PATH = "/v1/internal/ui/nodes"
 CHECKS_PATH = "/v1/agent/checks"
 MEDIC_SERVICE_ID = "medic"
 VERB = {Status.OK: ("pass", "passing"), Status.WARNING: ("warn", "warning"),
         Status.CRITICAL: ("fail", "critical"), Status.UNKNOWN: ("fail", "critical")}
+STATUS_OF_VERB = {"pass": "passing", "warn": "warning", "fail": "critical"}
 
 
 def check_id(service):
     return health.MEDIC_CHECK_PREFIX + service
 
 
+def health_path(service):
+    # lighthttp has no public name for quoting a path segment yet (listed for the lead)
+    return "/v1/health/service/" + lighthttp._quote(service)
+
+
 # -- pure ------------------------------------------------------------------
-def entries_by_service(nodes, wanted=None):
-    """A node dump (`/v1/internal/ui/nodes`) -> {service name (lower case): [health entries]}.
-
-    Each entry has the shape of `/v1/health/service/<name>`: Node, Service and the
-    Checks that apply to the instance (the node's checks, ServiceID "", and its own).
-    `wanted` (a set of lower-case names) limits the work to the services we judge.
-    """
-    if not isinstance(nodes, list):
-        raise ConsulError("%s answer is not a list" % NODES_PATH)
-    out = {}
-    try:
-        for n in nodes:
-            services = n.get("Services") or ()
-            if not services:
-                continue
-            node = {"Node": n["Node"], "Address": n.get("Address", "")}
-            by_sid = {}
-            for c in n.get("Checks") or ():
-                by_sid.setdefault(c.get("ServiceID") or "", []).append(c)
-            node_checks = by_sid.get("", [])
-            for s in services:
-                key = s["Service"].lower()
-                if wanted is not None and key not in wanted:
-                    continue
-                out.setdefault(key, []).append(
-                    {"Node": node, "Service": s, "Checks": node_checks + by_sid.get(s["ID"], [])})
-    except (KeyError, TypeError, AttributeError):
-        raise ConsulError("%s answer has an entry of unexpected shape" % NODES_PATH) from None
-    return out
-
-
 def plan_writes(results, ttl_checks, last_write, now, refresh=None):
     """Which TTL checks to write: [(check_id, verb, output)], sorted by check id.
 
@@ -111,11 +86,11 @@ def summarise(results, written, fallback=False, no_ttl=()):
     if fallback:
         perf += " fallback=1"
     first = "%s | %s" % (status_line(status, text), perf)
-    lines = [check.clean(o.text.split("\n", 1)[0].split(" | ", 1)[0])
+    lines = [count.clean(o.text.split("\n", 1)[0].split(" | ", 1)[0])
              for _, o in sorted(results.items(), key=lambda kv: (-kv[1].status, kv[0])) if o.status != Status.OK]
     if no_ttl:
-        lines.append(check.clean("no TTL check on the agent for: " + ", ".join(sorted(no_ttl)))[:check.MAX_LINE])
-    return Outcome(status, check.bounded(first, lines, "more not ok"))
+        lines.append(count.clean("no TTL check on the agent for: " + ", ".join(sorted(no_ttl)))[:count.MAX_LINE])
+    return Outcome(status, count.bounded(first, lines, "more not ok"))
 
 
 # -- loading -----------------------------------------------------------------
@@ -125,6 +100,7 @@ def load_specs(dirpath, env):
     A bad file fails only itself; its service is guessed from the file name.
     """
     good, bad, seen = {}, {}, {}
+    # spec has no public "list the spec files" name yet (listed for the lead): load_dir stops at the first bad file
     for path in spec._spec_files(dirpath):
         name = os.path.basename(path)[:-len(".json")]
         try:
@@ -147,7 +123,7 @@ def unknown(err):
 
 # -- state -------------------------------------------------------------------
 def state_path(st):
-    cdir = spec._cache_dir()
+    cdir = spec._cache_dir()  # no public name yet (listed for the lead)
     if not cdir:
         return None
     return os.path.join(cdir, "batch-%s-%d.json" % (st.host.replace("/", "_"), st.port))
@@ -202,17 +178,20 @@ def observe(conn, specs):
         conn.call("GET", NODES_PATH, [("stale", None)])  # raises the usual, named error
     out = {}
     for s in specs:
-        _, entries, _ = conn.get_json(check.health_path(s), [("stale", None)])
+        _, entries, _ = conn.get_json(health_path(s), [("stale", None)])
         out[s] = entries
     return out, True
 
 
 def evaluate_all(specs, opts, connection_factory):
     """{service: Outcome} for every loaded spec, one node dump per Consul address."""
-    groups = {}
+    groups, resolved = {}, {}
     for name, s in specs.items():
-        st = settings.resolve(opts.get("consul_addr"), opts.get("token"), opts.get("token_file"),
-                              opts.get("consul_timeout"), spec_addr=s.consul_addr)
+        st = resolved.get(s.consul_addr)
+        if st is None:  # once per distinct spec address, not per spec (a token file is read each time)
+            st = resolved[s.consul_addr] = settings.resolve(opts.get("consul_addr"), opts.get("token"),
+                                                            opts.get("token_file"), opts.get("consul_timeout"),
+                                                            spec_addr=s.consul_addr)
         groups.setdefault(st, {})[name] = s
     results, fallback = {}, False
     for st, group in sorted(groups.items(), key=lambda kv: kv[0].addr):
@@ -226,9 +205,13 @@ def evaluate_all(specs, opts, connection_factory):
         fallback = fallback or fb
         for name, s in group.items():
             try:
-                results[name] = check.evaluate(s.service, s.instances, health.parse_instances(entries[name], name))
+                results[name] = count.evaluate(s.service, s.instances, health.parse_instances(entries[name], name))
             except MedicError as e:
                 results[name] = unknown(e)
+        critical = {n: s.service for n, s in group.items() if results[n].status == Status.CRITICAL}
+        if critical:  # site: instances ACLs hid are not missing (handlers/acl.py)
+            from . import acl
+            results.update(acl.recheck(st, critical, connection_factory))
     return results, fallback
 
 
@@ -248,7 +231,8 @@ def run(opts, connection_factory=lighthttp.Connection, now=time.time):
             last = read_state(path)
             t = now()
             for cid, verb, text in plan_writes(results, ttl_checks, last, t, opts.get("refresh")):
-                conn.call("PUT", "/v1/agent/check/%s/%s" % (verb, lighthttp._quote(cid)), [("note", text)])
+                conn.call("PUT", "/v1/agent/check/update/" + lighthttp._quote(cid),
+                          body={"Status": STATUS_OF_VERB[verb], "Output": text})
                 last[cid] = t
                 written += 1
             if written:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import namedtuple
 
-from . import notify_core
+from . import notify_message, notify_rules
 
 Result = namedtuple("Result", "channel type ok attempts error elapsed retried")
 
@@ -29,7 +29,7 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TZ", "TMPDIR")
 
 
 def _num(ch, key):
-    from .spec import parse_duration
+    from .durations import parse_duration
     v = ch.get(key, DEFAULTS[key])
     return parse_duration(v) if isinstance(v, str) else float(v)
 
@@ -89,8 +89,8 @@ def _scrub(text, ch, token=None):
 def render(ch, msg, doc):
     fmt = ch.get("format") or ("json" if ch.get("type") == "webhook" else "short")
     if fmt == "json":
-        return notify_core.dumps(doc)
-    return notify_core.short_text(msg)
+        return notify_message.dumps(doc)
+    return notify_message.short_text(msg)
 
 
 def _attempts(ch, once, sleep, clock):
@@ -134,7 +134,7 @@ def send_webhook(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
         header = ch.get("header") or "Authorization"
         headers[header] = ch.get("token_prefix", "Bearer " if header == "Authorization" else "") + token
     fmt = ch.get("format") or "json"
-    body = render(ch, msg, doc) if fmt == "json" else json.dumps({"text": notify_core.short_text(msg)})
+    body = render(ch, msg, doc) if fmt == "json" else json.dumps({"text": notify_message.short_text(msg)})
     timeout = _num(ch, "timeout")
 
     def once(remaining):
@@ -156,7 +156,7 @@ def send_webhook(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
 
 def command_env(ch, msg):
     env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
-    env.update(notify_core.env_vars(msg))
+    env.update(notify_message.env_vars(msg))
     for k, v in (ch.get("env") or {}).items():
         env[str(k)] = str(v)
     return env
@@ -236,7 +236,7 @@ def send_one(ch, msg, doc, sleep=time.sleep, clock=time.monotonic):
 
 def send_all(channels, msg, doc):
     """Send to every channel that wants `msg["kind"]`, in parallel; -> [Result]."""
-    chosen = [ch for ch in channels if notify_core.channel_wants(ch, msg["kind"])]
+    chosen = [ch for ch in channels if notify_rules.channel_wants(ch, msg["kind"])]
     results = [None] * len(chosen)
 
     def run(i, ch):

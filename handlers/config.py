@@ -241,8 +241,14 @@ def run(opts, argv0=None):
     env = settings.environment(opts.get("env"))
     specs_dir = os.path.abspath(spec.specs_dir(opts.get("specs")))
     specs = spec.load_dir(specs_dir, env)
+    if opts.get("acl_policy"):  # site: least-privilege ACL rules per role (handlers/acl.py)
+        from . import acl
+        return acl.policy_outcome(opts["acl_policy"], specs, env)
+    from . import compose_file  # site: a compose service must name an image, not build: one
+    unchecked = ["compose files not checked for build: (no docker CLI)"] if compose_file.check(specs) is None else []
     if opts.get("check"):
         lines = ["%s: %d instances, %s mode (%s)" % (n, s.instances, s.check.mode, s.path) for n, s in specs.items()]
+        lines += unchecked
         return Outcome(Status.OK, runtime.status_line(Status.OK, "%d specs valid in %s" % (len(specs), specs_dir))
                        + "".join("\n" + ln for ln in lines))
     if opts.get("consul_addr"):
@@ -259,7 +265,7 @@ def run(opts, argv0=None):
     text = "%s: %d fragments for %d services (%d script, %d batch): %d written, %d unchanged, %d removed; %s" % (
         out, len(files), len(specs), len(specs) - batch, batch, len(written), len(unchanged), len(removed),
         "consul validate passed" if validated else "not validated (no consul binary)")
-    lines = ["written: " + n for n in written] + ["removed: " + n for n in removed]
+    lines = ["written: " + n for n in written] + ["removed: " + n for n in removed] + unchecked
     if written or removed:
         lines.append("apply with: consul reload")
     return Outcome(Status.OK, runtime.status_line(Status.OK, text) + "".join("\n" + ln for ln in lines))
@@ -279,6 +285,9 @@ def command():
     @click.option("--reconcile-interval", "reconcile_interval", metavar="DURATION", default="30s",
                   show_default=True, help="How often medic-heal --all runs.")
     @click.option("--check", "check", is_flag=True, help="Validate the specs only; write nothing.")
+    @click.option("--acl-policy", "acl_policy", metavar="ROLE[@NODE]",
+                  help="Print the least-privilege Consul ACL rules (HCL) for monitor, registrar or reader "
+                       "[NODE: default this host's name]; write nothing.")
     @options.common
     def cmd(**opts):
         return run(opts)

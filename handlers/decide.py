@@ -13,11 +13,14 @@ The arithmetic (per service, `now` in epoch seconds, grace = spec.heal.grace):
                 and restarts them, see `remove` below)
       dying     removing: neither present nor missing
     remote      passing Consul instances that belong to no local container
-                (another host); failing remote instances count for nothing
+                (another host); a remote instance registered, not yet passing and
+                started (Meta medic_started) less than grace ago is remote pending
+                (another host's healer added it); other failing remote instances
+                count for nothing
 
     passing  = local passing + remote passing
     has      = local passing + pending + failing   (what the engine already runs)
-    target   = declared - remote passing            (capped by heal.max_instances)
+    target   = declared - remote passing - remote pending   (capped by heal.max_instances)
 
 So target = has + (what is missing in Consul beyond pending and failing), and it can
 never exceed `declared`: a replayed payload, a container that has not registered
@@ -26,8 +29,16 @@ instances whose container is not running (Consul has not noticed yet) are not
 counted as passing: the engine is the authority on its own containers.
 
 Decision kinds: noop (count met), hold (wait: pending, cooldown, backoff, circuit,
-unknown, disabled), heal (scale to target, or replace one failing container), warn
-(more than declared, or failing containers that the spec does not let us replace).
+unknown, disabled, paused, another operation), heal (scale to target, or replace one
+failing container), warn (more than declared, or failing containers that the spec does
+not let us replace). Every hold that ends by itself says when (`Decision.until`): the
+caller looks again then.
+
+Verdicts on the last action: restored (one of its containers passes, or the count is
+met), failed (nothing it started passes within grace, or all it started crashed), lost
+(what it started was killed from outside: exit 137/143 without OOM; a loss, not a failed
+heal, so no backoff step and no heal_failed alert). Cooldown guards only an action that
+has not settled ('started') or failed; backoff and the circuit count only 'failed'.
 """
 from collections import namedtuple
 
@@ -36,15 +47,19 @@ RUNNING = ("running", "restarting")
 STOPPED = ("exited", "dead")
 KNOWN_STATES = ("running", "restarting", "paused", "created", "exited", "dead", "removing")
 
-Container = namedtuple("Container", "id name state created started passing")
+Container = namedtuple("Container", "id name state created started passing killed")
+Container.__new__.__defaults__ = (False,)
 Container.__doc__ = """One engine container (or Swarm task) of the service.
 
 state: Docker State.Status; created/started: epoch seconds (0 = never);
 passing: True (a Consul instance of it passes), False (registered, not passing),
-None (no Consul instance of it)."""
+None (no Consul instance of it); killed: it exited from a signal sent from outside
+(exit 137/143, not OOM-killed): a loss, not a crash."""
 
-Remote = namedtuple("Remote", "id node passing")
-Remote.__doc__ = "A Consul instance that maps to no container of this engine."
+Remote = namedtuple("Remote", "id node passing started")
+Remote.__new__.__defaults__ = (0.0,)
+Remote.__doc__ = """A Consul instance that maps to no container of this engine; started: the
+container's start time from Meta medic_started (epoch seconds, 0 = unknown)."""
 
 Observation = namedtuple("Observation", "containers remote stale unknown")
 Observation.__doc__ = """Fresh state of one service: containers (tuple of Container), remote
@@ -65,16 +80,26 @@ missing or critical (agent restart: checks start critical; a -dev agent's reload
 API-registered services; a registrar re-registering) is never replaced."""
 EMPTY_HISTORY = History((), 0.0, None, ())
 
-Counts = namedtuple("Counts", "declared passing local_passing remote_passing pending failing stopped dying has target")
+Counts = namedtuple("Counts", "declared passing local_passing remote_passing pending failing stopped dying has target "
+                             "remote_pending")
+Counts.__new__.__defaults__ = (0,)
 
-Decision = namedtuple("Decision", "kind target reason counts remove replace settle circuit suspects")
-Decision.__new__.__defaults__ = (None, None, (), None, None, None, ())
+Decision = namedtuple("Decision", "kind target reason counts remove replace settle circuit suspects until suspended")
+Decision.__new__.__defaults__ = (None, None, (), None, None, None, (), None, False)
 Decision.__doc__ = """kind: noop|hold|heal|warn; target: scale target (heal) or None; reason: text;
 counts: Counts; remove: ids of stopped containers to remove before scaling;
 replace: id of the failing container to replace (heal only); settle: 'restored' |
 'failed' | None, the verdict on the last action; circuit: 'open' | 'close' | None, a
 transition to record (and alert on); suspects: the failing containers with the time each was
-first seen failing (to remember)."""
+first seen failing (to remember); until: when this hold ends by itself (epoch seconds), None
+when nothing but a change can end it; suspended: healing is suspended (open circuit) while the
+count is short: someone must look (exit 1)."""
+
+
+def remote_pending(spec, remote, now):
+    """Remote instances registered, not passing, started less than grace ago (Meta medic_started)."""
+    return [r for r in remote if not r.passing and r.started > 0 and now - r.started < spec.heal.grace
+            and r.started <= now + spec.heal.grace]
 
 
 def container_class(c, now, grace):
@@ -99,13 +124,14 @@ def classify(spec, obs, now):
         n[container_class(c, now, spec.heal.grace)] += 1
     lp, pending, failing, stopped, dying = n["passing"], n["pending"], n["failing"], n["stopped"], n["dying"]
     rp = sum(1 for r in obs.remote if r.passing)
+    rpend = len(remote_pending(spec, obs.remote, now))
     declared = spec.instances
-    target = max(0, declared - rp)
+    target = max(0, declared - rp - rpend)
     cap = spec.heal.max_instances
     if cap is not None:
-        target = min(target, max(0, cap - rp))
+        target = min(target, max(0, cap - rp - rpend))
     has = lp + pending + failing
-    return Counts(declared, lp + rp, lp, rp, pending, failing, stopped, dying, has, target)
+    return Counts(declared, lp + rp, lp, rp, pending, failing, stopped, dying, has, target, rpend)
 
 
 def backoff_delay(spec, failures):
@@ -132,10 +158,11 @@ def _settle(spec, obs, counts, history, now):
     mine = [container_class(c, now, grace) for c in obs.containers if c.started >= last.time]
     if "passing" in mine:
         return "restored"
-    if now - last.time >= grace:
-        return "failed"  # did not restore the count within grace
+    killed = any(c.killed for c in obs.containers if c.started >= last.time)
     if mine and all(k in ("stopped", "dying") for k in mine):
-        return "failed"  # what it started is gone already (crashed)
+        return "lost" if killed else "failed"  # killed from outside, or crashed
+    if now - last.time >= grace:
+        return "lost" if killed else "failed"
     return None
 
 
@@ -189,9 +216,13 @@ def decide(spec, obs, history, now):
         return Decision(kind, target, reason, counts, settle=settle, circuit=kw.pop("circuit", circuit_event),
                         suspects=suspects, **kw)
 
+    def guarded(blocked, fmt):
+        why, until = blocked
+        return d("hold", fmt % why, until=until)
+
     summary = "%d/%d passing (%d here, %d elsewhere; %d pending, %d failing, %d stopped)" % (
         counts.passing, counts.declared, counts.local_passing, counts.remote_passing,
-        counts.pending, counts.failing, counts.stopped)
+        counts.pending + counts.remote_pending, counts.failing, counts.stopped)
 
     if obs.unknown:
         return d("hold", "state unknown, not acting: " + "; ".join(obs.unknown))
@@ -205,12 +236,14 @@ def decide(spec, obs, history, now):
             return d("hold", "circuit open (%d failed attempts); no action until %.0f s from now "
                      "or medic-heal --reset %s: %s" % (
                          failures_in_window(spec, actions, epoch, history.circuit + 1e-9) or spec.heal.max_attempts,
-                         history.circuit + spec.heal.window - now, spec.service, summary))
+                         history.circuit + spec.heal.window - now, spec.service, summary),
+                     until=history.circuit + spec.heal.window, suspended=True)
         circuit_event, epoch = "close", now
     fails = failures_in_window(spec, actions, epoch, now)
     if history.circuit is None and fails >= spec.heal.max_attempts and counts.passing < counts.declared:
         return d("hold", "circuit opens: %d failed attempts within %.0f s: %s"
-                 % (fails, spec.heal.window, summary), circuit="open")
+                 % (fails, spec.heal.window, summary), circuit="open", until=now + spec.heal.window,
+                 suspended=True)
 
     if counts.passing > counts.declared:
         if (spec.heal.scale_down and spec.heal.enabled and counts.local_passing > 0
@@ -218,7 +251,7 @@ def decide(spec, obs, history, now):
                 and counts.target < counts.has):
             blocked = _guard(spec, actions, epoch, now)
             if blocked:
-                return d("hold", "more than declared, scale-down waits: %s: %s" % (blocked, summary))
+                return guarded(blocked, "more than declared, scale-down waits: %s: " + summary)
             return d("heal", "more than declared, scale_down is on: %s -> %d here" % (summary, counts.target),
                      target=counts.target)
         return d("warn", "more than declared (scale_down is off): " + summary)
@@ -230,9 +263,10 @@ def decide(spec, obs, history, now):
     if not spec.heal.enabled:
         return d("hold", "heal disabled in the spec: " + summary)
     if counts.target <= counts.has:
-        if counts.pending:
+        if counts.pending or counts.remote_pending:
             return d("hold", "waiting for %d pending container(s) (started < %.0f s ago): %s"
-                     % (counts.pending, spec.heal.grace, summary))
+                     % (counts.pending + counts.remote_pending, spec.heal.grace, summary),
+                     until=_pending_ends(spec, obs, history, now))
         if counts.failing:
             if not spec.heal.replace_failing:
                 return d("warn", "%d container(s) run but fail their checks past grace; replace_failing is off: %s"
@@ -241,10 +275,11 @@ def decide(spec, obs, history, now):
             if not confirmed:
                 seen = max(now - t for _, t in suspects)
                 return d("hold", "%d failing container(s) under watch: replaced once seen failing for %.0f s "
-                         "(%.1f s so far): %s" % (len(failing), spec.heal.grace, seen, summary))
+                         "(%.1f s so far): %s" % (len(failing), spec.heal.grace, seen, summary),
+                         until=min(t for _, t in suspects) + spec.heal.grace)
             blocked = _guard(spec, actions, epoch, now)
             if blocked:
-                return d("hold", "replace waits: %s: %s" % (blocked, summary))
+                return guarded(blocked, "replace waits: %s: " + summary)
             victim = sorted(confirmed, key=lambda c: (c.started, c.id))[0]
             # one out, one in; never so low that compose would remove another container
             target = max(counts.target, counts.has - 1)
@@ -256,13 +291,30 @@ def decide(spec, obs, history, now):
                  % (counts.target, counts.has, summary))
     blocked = _guard(spec, actions, epoch, now)
     if blocked:
-        return d("hold", "%s: %s" % (blocked, summary))
+        return guarded(blocked, "%s: " + summary)
     return d("heal", "%s -> scale to %d here" % (summary, counts.target), target=counts.target,
              remove=_stopped_to_remove(obs, counts, counts.target, now, spec.heal.grace))
 
 
+def _pending_ends(spec, obs, history, now):
+    """When the earliest pending container (here or remote) leaves 'pending', or the last
+    unsettled action is judged: the moment a fresh look can decide differently."""
+    grace = spec.heal.grace
+    ends = [(c.started if c.state in RUNNING else c.created) + grace for c in obs.containers
+            if container_class(c, now, grace) == "pending"]
+    ends += [r.started + grace for r in remote_pending(spec, obs.remote, now)]
+    if history.actions and history.actions[-1].result == "started":
+        ends.append(history.actions[-1].time + grace)
+    ends = [t for t in ends if t > now]
+    return min(ends) if ends else None
+
+
 def _guard(spec, actions, epoch, now):
-    """Why an action must wait now (cooldown or backoff, whichever ends later), or None."""
+    """Why an action must wait now and until when: (reason, until), or None.
+
+    Backoff follows consecutive failed attempts (a crash loop); cooldown guards only an
+    action that has not settled yet ('started') or failed: once it is restored (or lost to an
+    outside kill), a new loss is healed at once."""
     if not actions:
         return None
     last = actions[-1]
@@ -270,7 +322,10 @@ def _guard(spec, actions, epoch, now):
     fails = consecutive_failures(actions, epoch)
     delay = backoff_delay(spec, fails)
     if fails and since < delay and delay >= spec.heal.cooldown:
-        return "backoff: %d failed attempt(s), next in %.1f s (delay %.0f s)" % (fails, delay - since, delay)
-    if since < spec.heal.cooldown:
-        return "cooldown: last action %.1f s ago (cooldown %.0f s)" % (since, spec.heal.cooldown)
+        return ("backoff: %d failed attempt(s), next in %.1f s (delay %.0f s)" % (fails, delay - since, delay),
+                last.time + delay)
+    if last.result in ("started", "failed") and since < spec.heal.cooldown:
+        return ("cooldown: last action %.1f s ago, %s (cooldown %.0f s)" % (
+            since, "not settled yet" if last.result == "started" else "failed", spec.heal.cooldown),
+                last.time + spec.heal.cooldown)
     return None

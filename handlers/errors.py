@@ -16,8 +16,12 @@ class SpecError(MedicError):
     kind = "spec"
 
 
-class PayloadError(MedicError):
-    """A watch payload on stdin that cannot be understood."""
+class PayloadError(MedicError, ValueError):
+    """A watch payload on stdin that cannot be understood.
+
+    The ONE definition: the parsers in `watches/` raise this class too (`watches`
+    re-exports it; it imports nothing else from handlers), so a payload error is
+    a MedicError wherever it is caught: one line, exit 3."""
     kind = "payload"
 
 

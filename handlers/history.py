@@ -10,6 +10,7 @@
 Every write is a check-and-set on the ModifyIndex that was read, retried a few times on
 a conflict, so two monitoring nodes never lose each other's records. A document that
 does not parse is never overwritten silently: it raises ConsulError (nothing changes).
+Only `medic-heal --reset` replaces it (`load(tolerate_corrupt=True)`, audited).
 """
 import json
 import time
@@ -95,21 +96,29 @@ class Store:
         self.key = history_key(env, service)
         self.modify_index = 0
         self.history = EMPTY_HISTORY
+        self.corrupt = None  # what a tolerated corrupt document said (its error and first bytes)
 
-    def load(self):
+    def load(self, tolerate_corrupt=False):
         try:
             _, item = self.client.kv.get(self.key, consistency="consistent")
         except Exception as e:
             raise ConsulError("cannot read KV %s: %s" % (self.key, _reason(e))) from None
         self.modify_index = int(item["ModifyIndex"]) if item else 0
-        self.history = parse(item["Value"] if item else None, self.key)
+        raw = item["Value"] if item else None
+        try:
+            self.history = parse(raw, self.key)
+        except ConsulError as e:
+            if not tolerate_corrupt:
+                raise
+            self.corrupt = {"error": str(e), "value": (raw or b"")[:200].decode("utf-8", "replace")}
+            self.history = EMPTY_HISTORY
         return self.history
 
     def update(self, fn, attempts=5):
         """Write fn(current history) with check-and-set; re-read and retry on a conflict."""
         for _ in range(attempts):
             new = fn(self.history)
-            if new == self.history and self.modify_index:
+            if new == self.history and self.modify_index and self.corrupt is None:
                 return new
             try:
                 ok = self.client.kv.put(self.key, dump(new), cas=self.modify_index)
@@ -118,9 +127,9 @@ class Store:
             if ok:
                 self._mirror_circuit(self.history, new)
                 self.history = new
-                self.load()
+                self.load(tolerate_corrupt=self.corrupt is not None)
                 return new
-            self.load()
+            self.load(tolerate_corrupt=self.corrupt is not None)
             time.sleep(0.05)
         raise ConsulError("KV %s: check-and-set kept conflicting" % self.key)
 

@@ -65,19 +65,22 @@ class Connection:
     def _connect(self):
         s = self.settings
         try:
-            sock = socket.create_connection((s.host, s.port), timeout=s.timeout)
+            # an ASCII host as bytes: a str makes getaddrinfo load the idna codec (~2.5 ms of CPU per run)
+            host = s.host.encode("ascii") if s.host.isascii() else s.host
+            sock = socket.create_connection((host, s.port), timeout=s.timeout)
         except OSError as e:
             raise ConsulError("cannot connect to Consul at %s: %s" % (s.addr, _reason(e))) from None
         if s.scheme == "https":
             import ssl  # lazy: only TLS users pay for it
-            ctx = ssl.create_default_context(cafile=s.cacert) if s.cacert else ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=s.cacert, capath=s.capath) if (s.cacert or s.capath) \
+                else ssl.create_default_context()
             if not s.verify:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             if s.client_cert:
                 ctx.load_cert_chain(s.client_cert, s.client_key)
             try:
-                sock = ctx.wrap_socket(sock, server_hostname=s.host)
+                sock = ctx.wrap_socket(sock, server_hostname=s.tls_server_name or s.host)
             except (OSError, ssl.SSLError) as e:
                 sock.close()
                 raise ConsulError("TLS handshake with Consul at %s failed: %s" % (s.addr, _reason(e))) from None
@@ -139,11 +142,13 @@ class Connection:
     def _exchange(self, method, target, body):
         s = self.settings
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        head = ["%s %s HTTP/1.1" % (method, target), "Host: %s:%d" % (s.host, s.port),
+        head = ["%s %s HTTP/1.1" % (method, target), "Host: " + s.netloc,
                 "User-Agent: consul-medic", "Accept: application/json",
                 "Content-Length: %d" % len(data)]
         if s.token:
             head.append("X-Consul-Token: " + s.token)
+        if s.http_auth:
+            head.append("Authorization: " + s.basic_auth_header())
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
         status_line = self._readline().decode("latin-1")

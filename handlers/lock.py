@@ -7,6 +7,11 @@ background while held) and behavior=release, so a handler that crashes or hangs
 frees the lock within about 2 x TTL (Consul's TTL grace); the lock is released in
 `finally` on every normal path. lock-delay is 0: a released lock is free at once.
 
+The holder writes {"operation", "host", "pid", "since"} as the lock's value. A holder
+on THIS host whose process is gone (no such pid, a zombie, or a pid reused by a process
+started after `since`) is dead: `free_if_dead()` destroys its session at once instead of
+waiting for the TTL.
+
     with lock.held(client, env, service, "heal") as got:
         if not got: ...  # another handler is on it
 """
@@ -40,16 +45,31 @@ class ServiceLock:
 
     def holder(self):
         """Who holds the lock (the JSON value written by the holder), or None."""
+        item = self._item()
+        if not item or not item.get("Session"):
+            return None
+        return _holder_doc(item)
+
+    def _item(self):
         try:
             _, item = self.client.kv.get(self.key)
         except Exception:
             return None
+        return item
+
+    def free_if_dead(self, host=None):
+        """Destroy the session of a holder that died on this host -> the dead holder's record, or None."""
+        item = self._item()
         if not item or not item.get("Session"):
             return None
+        doc = _holder_doc(item)
+        if doc.get("host") != (host or socket.gethostname()) or process_alive(doc.get("pid"), doc.get("since")):
+            return None
         try:
-            return json.loads(item["Value"] or b"{}")
-        except ValueError:
-            return {}
+            self.client.session.destroy(item["Session"])
+        except Exception:
+            return None
+        return doc
 
     def acquire(self):
         """Try once. True when held; False when someone else holds it."""
@@ -108,6 +128,55 @@ def held(client, env, service, operation="heal", ttl=DEFAULT_TTL, renew_client=N
     finally:
         if got:
             lk.release()
+
+
+def _holder_doc(item):
+    try:
+        doc = json.loads(item.get("Value") or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def process_alive(pid, since=None):
+    """Is `pid` a live process on this host that started no later than `since` (epoch)?
+
+    A zombie is dead. A pid we cannot judge (not an int, no /proc) counts as alive:
+    freeing a live holder's lock would let two handlers act."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return True
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rpartition(")")[2].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        if since is not None:
+            started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            if started > float(since) + 2.0:
+                return False  # the pid was reused by a later process
+    except (OSError, ValueError, IndexError):
+        return True
+    return True
+
+
+def _boot_time():
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise ValueError("no btime")
 
 
 def _reason(e):

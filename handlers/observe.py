@@ -44,6 +44,8 @@ def parse_time(raw):
 def consul_instances(conn, service):
     """Consistent read of /v1/health/service/<name> -> (index, [health.Instance])."""
     index, body, _ = conn.get_json("/v1/health/service/" + service, [("consistent", None)])
+    from . import acl  # site: an answer ACLs may have filtered is never "0 instances"
+    acl.require(conn, acl.service_read(service))
     return index, health.parse_instances(body, service)
 
 
@@ -110,8 +112,33 @@ def _from_attrs(attrs):
     if st.get("Dead"):
         status = "dead"
     c = Container(attrs["Id"], (attrs.get("Name") or "").lstrip("/"), status,
-                  parse_time(attrs.get("Created")), parse_time(st.get("StartedAt")), None)
+                  parse_time(attrs.get("Created")), parse_time(st.get("StartedAt")), None, killed(st))
     return LocalContainer(c, _ports(attrs))
+
+
+KILL_EXIT_CODES = (137, 143)  # 128 + SIGKILL, 128 + SIGTERM
+
+
+def killed(state):
+    """True when the engine says the container was stopped by a signal from outside (docker kill,
+    docker stop, a host's kill): exit 137/143 and not OOM-killed. An OOM kill, a non-zero exit of
+    its own or a crash signal (SIGSEGV 139, SIGABRT 134) is the container's own failure."""
+    if (state.get("Status") or "") not in ("exited", "dead") or state.get("OOMKilled"):
+        return False
+    try:
+        return int(state.get("ExitCode")) in KILL_EXIT_CODES
+    except (TypeError, ValueError):
+        return False
+
+
+def meta_started(meta):
+    """Meta medic_started (epoch seconds, written by medic-register) -> float, 0.0 when absent or bad."""
+    raw = (meta or {}).get("medic_started")
+    try:
+        t = float(raw)
+    except (TypeError, ValueError):
+        return 0.0
+    return t if t == t and 0 < t < 1e11 else 0.0  # not NaN, not infinite, a plausible epoch
 
 
 _TASK_STATES = {"running": "running", "new": "created", "pending": "created", "assigned": "created",
@@ -185,7 +212,7 @@ def match(instances, local, host=None, scale=None):
             if cid and _ghost(inst, host, scale):
                 stale += 1  # registered on this host, container gone: Consul has not noticed yet
                 continue
-            remote.append(Remote(inst.id, inst.node, inst.passing))
+            remote.append(Remote(inst.id, inst.node, inst.passing, meta_started(inst.meta)))
             continue
         c = lc.container
         if c.state not in ("running", "restarting"):
@@ -211,7 +238,12 @@ def _ghost(inst, host, scale):
 
 def observe(spec, conn, engine):
     """Read Consul, then the engine -> (consul index, Observation)."""
-    index, instances = consul_instances(conn, spec.service)
+    return observe_with(spec, lambda service: consul_instances(conn, service), engine)
+
+
+def observe_with(spec, read_instances, engine):
+    """The same, with Consul's answer from `read_instances(service) -> (index, [Instance])`."""
+    index, instances = read_instances(spec.service)
     local = engine_containers(engine, spec.scale)
     host = engine_host(engine) if spec.scale.driver == "compose" else None
     return index, match(instances, local, host, spec.scale)

@@ -21,6 +21,7 @@ OPTIONS = (
     ("--consul-timeout", "consul_timeout", True, "Seconds for each Consul HTTP call [env MEDIC_CONSUL_TIMEOUT; 5]."),
 )
 VERBOSE = ("-v", "--verbose")
+AUDIT_LOG_HELP = "Audit log [env MEDIC_AUDIT_LOG; default /var/lib/consul-medic/audit.jsonl]."
 
 
 def common(f):
@@ -32,6 +33,13 @@ def common(f):
         f = click.option(flag, dest, metavar="SECONDS" if kwargs else None, help=help_, **kwargs)(f)
     f = click.option(*VERBOSE, "verbose", count=True, help="More output; tracebacks on errors.")(f)
     return f
+
+
+def audit_log(f):
+    """Decorate a click command with `--audit-log FILE` (dest `audit_log`), declared here once."""
+    import click
+
+    return click.option("--audit-log", "audit_log", metavar="FILE", help=AUDIT_LOG_HELP)(f)
 
 
 def parse_fast(argv, flags=(), values=(), positionals=1):

@@ -5,7 +5,9 @@ Every medic-* executable's `main()` is `runtime.run(...)`. It runs the command
 every failure into ONE status line and a documented exit state:
 
     usage error (click or ours)    -> UNKNOWN (3)   "MEDIC UNKNOWN - usage: ..."
-    --help / --version             -> UNKNOWN (3)   (monitoring-plugins convention)
+    -h / --help / --version        -> OK (0); medic-check (a monitoring plugin, run by
+                                      Consul as a check) keeps UNKNOWN (3), the
+                                      monitoring-plugins convention
     spec / payload / Consul / engine error -> UNKNOWN (3)
     deadline exceeded (SIGALRM)    -> UNKNOWN (3)
     unexpected exception           -> UNKNOWN (3), traceback on stderr only with -v
@@ -39,13 +41,61 @@ def _verbose(argv):
 
 
 def _deadline(default):
-    raw = os.environ.get("MEDIC_DEADLINE")
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            raise MedicError("MEDIC_DEADLINE must be seconds, got %r" % raw) from None
-    return default
+    """MEDIC_DEADLINE (seconds, > 0, finite, at most 30 days) or the executable's default.
+
+    A bad value (-5, inf, nan, text) is refused with one line and exit 3, never read
+    as "no deadline"."""
+    from .durations import env_seconds
+    return env_seconds(os.environ, "MEDIC_DEADLINE", default)
+
+
+# Commands (by the module of their factory) that are monitoring plugins: --help/--version exit 3.
+PLUGINS = {"handlers.check"}
+EPILOG = ("Exit states: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad input, or Consul or the engine could "
+          "not be asked: nothing was changed); one status line on stdout. Connection: CONSUL_HTTP_ADDR "
+          "(IPv6 as [::1]:8500), CONSUL_HTTP_TOKEN_FILE (preferred: --token shows in ps), CONSUL_CACERT, "
+          "CONSUL_CAPATH, CONSUL_CLIENT_CERT/KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_AUTH; MEDIC_DEADLINE "
+          "bounds a run (seconds).")
+
+
+def help_status(command):
+    """Exit state of -h/--help/--version for this command factory."""
+    return Status.UNKNOWN if getattr(command, "__module__", None) in PLUGINS else Status.OK
+
+
+def version():
+    try:
+        from importlib.metadata import version as dist_version
+        return dist_version("consul-medic")
+    except Exception:
+        return "unknown"
+
+
+def prepare(cmd, prog):
+    """Give every click command the shared CLI: -h as --help, --version, a help text that
+    ends with the summary above and carries no path into the source tree."""
+    import re
+
+    import click
+
+    def show_version(ctx, param, value):
+        if value and not ctx.resilient_parsing:
+            click.echo("%s (consul-medic) %s" % (prog or ctx.info_name, version()))
+            ctx.exit(0)
+
+    cmd.context_settings.setdefault("help_option_names", ["-h", "--help"])
+    if not any("--version" in getattr(p, "opts", ()) for p in cmd.params):
+        cmd.params.append(click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True,
+                                       callback=show_version, help="Show the version and exit."))
+    todo = [cmd]
+    while todo:
+        c = todo.pop()
+        if c.help:
+            c.help = re.sub(r"\s*\(docs/[\w.-]+\.md\)", "", c.help)
+        if c.epilog is None:
+            c.epilog = EPILOG
+        todo.extend(getattr(c, "commands", {}).values())
+    return cmd
 
 
 def execute(command=None, fast=None, argv=None, prog=None):
@@ -56,10 +106,11 @@ def execute(command=None, fast=None, argv=None, prog=None):
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbose(argv)
+    _warn_token_argv(argv, prog)
     try:
         outcome = fast(argv) if fast is not None else None
         if outcome is None:
-            outcome = _run_click(command(), argv, prog)
+            outcome = _run_click(prepare(command(), prog), argv, prog, help_status(command))
         if not isinstance(outcome, Outcome):
             raise TypeError("command returned %r, not an Outcome" % (outcome,))
         return outcome
@@ -76,7 +127,15 @@ def execute(command=None, fast=None, argv=None, prog=None):
             Status.UNKNOWN, "internal error: %s: %s%s" % (type(e).__name__, e, hint)))
 
 
-def _run_click(cmd, argv, prog):
+def _warn_token_argv(argv, prog):
+    """A token on the command line is readable by every user (ps): it works, with one line on stderr."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if any(a == "--token" or a.startswith("--token=") for a in options):
+        from .settings import TOKEN_ARGV_WARNING
+        sys.stderr.write("%s: %s\n" % (prog or "medic", TOKEN_ARGV_WARNING))
+
+
+def _run_click(cmd, argv, prog, on_help=Status.UNKNOWN):
     import click
 
     try:
@@ -88,8 +147,8 @@ def _run_click(cmd, argv, prog):
     except click.exceptions.ClickException as e:
         raise MedicError(e.format_message()) from None
     if isinstance(rv, int) and not isinstance(rv, Outcome):
-        # click handled --help/--version itself and returned its exit code
-        return Outcome(Status.UNKNOWN, "")
+        # click handled --help/--version itself (printed them) and returned its exit code
+        return Outcome(on_help, "")
     return rv
 
 

@@ -5,20 +5,22 @@ A spec is one JSON file per Consul service, validated against specs/schema.json
 namedtuples whose nested parts are namedtuples or read-only mappings.
 
 Validation (jsonschema, ~70 ms of CPU to import) runs only when a file changed:
-the normalised document is cached keyed by path, inode, mtime and size (and the
-schema's), so the `medic-check` hot path pays a stat and a marshal load.
+the normalised document is cached (handlers.spec_cache), so the `medic-check` hot
+path pays a stat and a marshal load. Durations: handlers.durations (finite, bounded).
+Spec files must be regular files (a FIFO is refused, never read).
 """
 import json
-import marshal
 import os
+import stat
 import types
 from collections import namedtuple
 
+from . import spec_cache
+from .durations import format_duration, parse_duration  # noqa: F401 (spec.parse_duration: public API)
 from .errors import SpecError
 
 DEFAULT_SPECS_DIR = "/etc/consul-medic/specs"
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "schema.json")
-_CACHE_VERSION = 1
 
 CHECK_DEFAULTS = {"interval": 10.0, "timeout": 5.0, "mode": "script",
                   "success_before_passing": 0, "failures_before_critical": 0}
@@ -43,41 +45,6 @@ path: the spec file; environments: names of the environments the file defines.""
 def specs_dir(explicit=None, environ=None):
     env = os.environ if environ is None else environ
     return explicit or env.get("MEDIC_SPECS") or DEFAULT_SPECS_DIR
-
-
-# -- durations ------------------------------------------------------------
-_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
-
-
-def parse_duration(value):
-    """'1m30s' -> 90.0, '500ms' -> 0.5, 12 -> 12.0 (already schema-checked)."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    total, num = 0.0, ""
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if c.isdigit() or c == ".":
-            num += c
-            i += 1
-            continue
-        for unit, factor in _UNITS:
-            if value.startswith(unit, i):
-                total += float(num) * factor
-                num, i = "", i + len(unit)
-                break
-        else:
-            raise ValueError("bad duration %r" % value)
-    if num:
-        raise ValueError("bad duration %r" % value)
-    return total
-
-
-def format_duration(seconds):
-    """Seconds -> Consul duration string ('10s', '1500ms')."""
-    if float(seconds).is_integer():
-        return "%ds" % int(seconds)
-    return "%dms" % round(seconds * 1000)
 
 
 # -- validation and normalisation (cold path) -----------------------------
@@ -108,15 +75,38 @@ def validate_document(doc, path):
     import jsonschema
 
     v = _schema_validator()
-    errors = sorted(v.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    try:
+        errors = sorted(v.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    except RecursionError:
+        raise SpecError("%s: $: nested too deeply" % path) from None
     if errors:
-        best = jsonschema.exceptions.best_match(errors)
+        best = _scale_branch_error(v, jsonschema.exceptions.best_match(errors), doc)
         msg = best.message
         if best.validator == "oneOf" and _error_path(best).endswith(".scale"):
             msg = "scale must be {driver: compose, project, file, service} or {driver: swarm, service}"
         if len(msg) > 200:
             msg = msg[:197] + "..."
         raise SpecError("%s: %s: %s" % (path, _error_path(best), msg))
+
+
+def _scale_branch_error(v, best, doc):
+    """Inside `scale`, name the error of the branch its `driver` picks (not "'swarm' was expected")."""
+    parts = list(best.absolute_path)
+    if "scale" not in parts:
+        return best
+    at = parts.index("scale") + 1
+    scale = doc
+    for p in parts[:at]:
+        scale = scale[p] if isinstance(scale, (dict, list)) else None
+    branches = {"compose": 0, "swarm": 1}
+    if not isinstance(scale, dict) or scale.get("driver") not in branches:
+        return best
+    sub = v.schema["$defs"]["scale"]["oneOf"][branches[scale["driver"]]]
+    errs = list(type(v)(sub).iter_errors(scale))
+    if not errs:
+        return best
+    errs[0].path.extendleft(reversed(parts[:at]))
+    return errs[0]
 
 
 def _normalise_part(part, path, where):
@@ -126,7 +116,7 @@ def _normalise_part(part, path, where):
             sec = dict(out[section])
             for k in keys:
                 if k in sec:
-                    sec[k] = parse_duration(sec[k])
+                    sec[k] = parse_duration(sec[k], "%s.%s.%s" % (where, section, k))
             out[section] = sec
     scale = out.get("scale")
     if scale and scale.get("driver") == "compose" and not os.path.isabs(scale["file"]):
@@ -158,44 +148,6 @@ def _semantic_checks(doc, path, env=None):
         raise SpecError("%s: %s.check.timeout: must be > 0" % (path, where))
 
 
-# -- cache ----------------------------------------------------------------
-def _cache_dir(environ=None):
-    env = os.environ if environ is None else environ
-    if env.get("MEDIC_CACHE_DIR") is not None:
-        return env["MEDIC_CACHE_DIR"] or None  # empty string disables the cache
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "consul-medic")
-
-
-def _cache_key(st, schema_st):
-    return (_CACHE_VERSION, st.st_ino, st.st_mtime_ns, st.st_size, schema_st.st_mtime_ns, schema_st.st_size)
-
-
-def _cache_file(cdir, real):
-    return os.path.join(cdir, "spec" + real.replace("%", "%25").replace("/", "%") + ".marshal")
-
-
-def _cache_get(cdir, real, key):
-    try:
-        with open(_cache_file(cdir, real), "rb") as f:
-            stored_key, doc = marshal.load(f)
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
-    return doc if stored_key == key else None
-
-
-def _cache_put(cdir, real, key, doc):
-    try:
-        os.makedirs(cdir, mode=0o700, exist_ok=True)
-        target = _cache_file(cdir, real)
-        tmp = "%s.%d.tmp" % (target, os.getpid())
-        with open(tmp, "wb") as f:
-            marshal.dump((key, doc), f)
-        os.replace(tmp, target)
-    except (OSError, ValueError):
-        pass  # the cache is an optimisation only
-
-
 # -- loading --------------------------------------------------------------
 def load_document(path, use_cache=True):
     """Read, validate and normalise one spec file -> plain dict (module-private use)."""
@@ -205,31 +157,21 @@ def load_document(path, use_cache=True):
         raise SpecError("%s: no such spec file" % path) from None
     except OSError as e:
         raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the check until its deadline
+        raise SpecError("%s: not a regular file" % path)
     real = os.path.realpath(path)
-    cdir = _cache_dir() if use_cache else None
+    cdir = spec_cache.cache_dir() if use_cache else None
     key = None
     if cdir:
         try:
-            key = _cache_key(st, os.stat(SCHEMA_PATH))
+            key = spec_cache.cache_key(st, os.stat(SCHEMA_PATH))
         except OSError:
             key = None
         if key:
-            doc = _cache_get(cdir, real, key)
+            doc = spec_cache.get(cdir, real, key)
             if doc is not None:
                 return doc
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(1024 * 1024 + 1)
-    except OSError as e:
-        raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
-    if len(raw) > 1024 * 1024:
-        raise SpecError("%s: larger than 1 MiB" % path)
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError("%s: not UTF-8 text" % path) from None
-    except ValueError as e:
-        raise SpecError("%s: $: not valid JSON: %s" % (path, e)) from None
+    doc = read_json(path)
     validate_document(doc, path)
     try:
         doc = normalise(doc, path)
@@ -238,8 +180,38 @@ def load_document(path, use_cache=True):
     for env in [None] + sorted(doc["environments"]):
         _semantic_checks(_merged(doc, env), path, env)
     if key:
-        _cache_put(cdir, real, key, doc)
+        spec_cache.put(cdir, real, key, doc)
     return doc
+
+
+def read_json(path, limit=1024 * 1024, what="spec"):
+    """A regular file of at most `limit` bytes -> JSON document (NaN, Infinity, 1e999 refused).
+
+    Opened non-blocking and checked with fstat: a FIFO or device never blocks the reader."""
+    from .durations import finite_float, reject_constant
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SpecError("%s: no such %s file" % (path, what)) from None
+    except OSError as e:
+        raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError("%s: not a regular file" % path)
+        try:
+            raw = f.read(limit + 1)
+        except OSError as e:
+            raise SpecError("%s: cannot read: %s" % (path, e.strerror)) from None
+    if len(raw) > limit:
+        raise SpecError("%s: larger than %d KiB" % (path, limit // 1024))
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant, parse_float=finite_float)
+    except UnicodeDecodeError:
+        raise SpecError("%s: not UTF-8 text" % path) from None
+    except RecursionError:
+        raise SpecError("%s: $: nested too deeply" % path) from None
+    except ValueError as e:
+        raise SpecError("%s: $: not valid JSON: %s" % (path, e)) from None
 
 
 def _merged(doc, env):
@@ -291,6 +263,9 @@ def _spec_files(dirpath):
         raise SpecError("%s: cannot list specs: %s" % (dirpath, e.strerror)) from None
     return [os.path.join(dirpath, n) for n in names
             if n.endswith(".json") and not n.startswith(".") and n != "schema.json"]
+
+
+_cache_dir = spec_cache.cache_dir  # old private name, still used by batch.py
 
 
 def load_dir(dirpath, env=None, use_cache=True):

@@ -83,7 +83,7 @@ def last_records(path, limit=AUDIT_TAIL):
 
 def row(sp, env, conn_opts, engine, records, now):
     """Observe one service (read-only) -> dict of COLUMNS plus detail. Never raises MedicError."""
-    from . import check, decide, lighthttp, observe, settings
+    from . import count, decide, lighthttp, observe, settings
     from .errors import MedicError
 
     r = {"env": env or "default", "service": sp.service, "desired": sp.instances, "passing": None,
@@ -109,7 +109,7 @@ def row(sp, env, conn_opts, engine, records, now):
         if hist.actions:
             a = hist.actions[-1]
             r["last_action"] = {"time": _iso(a.time), "kind": a.kind, "target": a.target, "result": a.result}
-        r["state"] = check.compare(r["passing"], sp.instances).name
+        r["state"] = count.compare(r["passing"], sp.instances).name
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
     return r
@@ -144,13 +144,17 @@ class _Engine:
     def __init__(self):
         self._client, self._tried, self.error = None, False, None
 
+    def close(self):
+        if self._client is not None and hasattr(self._client, "close"):
+            self._client.close()
+
     def get(self):
         if not self._tried:
             self._tried = True
-            from . import observe
+            from . import engine
             from .errors import MedicError
             try:
-                self._client = observe.engine_client()
+                self._client = engine.client()  # the light client; the docker SDK only for Swarm specs
             except MedicError as e:
                 self.error = str(e)
         return self._client
@@ -166,6 +170,8 @@ def run(specs, env, all_envs, conn_opts, audit_path, as_json, use_engine, clock=
     for e in environments(specs_dir, env, all_envs):
         for sp in spec.load_dir(specs_dir, e).values():
             rows.append(row(sp, e, conn_opts, engine, records, clock()))
+    if engine is not None:
+        engine.close()
     status = max((Status[r["state"]] for r in rows), default=Status.OK)
     if as_json:
         text = json.dumps({"status": status.name, "engine_error": engine.error if engine else None,

@@ -3,15 +3,14 @@
     medic-tag SERVICE_ID [--add TAG]... [--remove TAG]...
 
 Records the role in Consul KV (keys.key(env, "roles", SERVICE_ID), {"add": [...],
-"remove": [...]}, compare-and-set) so medic-register merges it with the label tags on
-every registration and resync, then re-registers the instance on the agent with the new
-tags, keeping its checks. Without --add/--remove it shows the instance's tags and role.
+"remove": [...]}, compare-and-set through kv.cas_update) so medic-register merges it
+with the label tags on every registration and resync, then re-registers the instance on
+the agent with the new tags, keeping its checks. Without --add/--remove it shows the instance's tags and role.
 
 Exit: 0 applied (or nothing to change); 1 role recorded but the service is not
 registered on this agent (the registrar applies it when it registers the service);
 3 usage, Consul failure, a service that cannot be re-registered safely.
 """
-import base64
 import json
 
 from . import runtime
@@ -44,21 +43,27 @@ def build():
 
 def _tags(flag, values):
     from .errors import UsageError
-    from .registrar import split_tags
+    from .reg_model import MAX_TAGS, split_tags, tag_problem
     out = []
     for v in values:
         parts = split_tags(v)
         if not parts:
             raise UsageError("%s needs a non-empty tag" % flag)
+        for t in parts:
+            if tag_problem(t):
+                raise UsageError("%s %s" % (flag, tag_problem(t)))
         out += [t for t in parts if t not in out]
+    if len(out) > MAX_TAGS:
+        raise UsageError("%s: %d tags, at most %d" % (flag, len(out), MAX_TAGS))
     return tuple(out)
 
 
 def run(s, env, service_id, add, remove, audit_log=None):
-    """Apply the role change; returns an Outcome. I/O through one lighthttp connection."""
+    """Apply the role change; returns an Outcome. The agent through one lighthttp connection,
+    the role through the access layer's check-and-set (kv.cas_update)."""
     from urllib.parse import quote
 
-    from . import keys, registrar
+    from . import keys, kv, reg_roles, settings
     from .errors import ConsulError, UsageError
     from .lighthttp import Connection
 
@@ -70,29 +75,30 @@ def run(s, env, service_id, add, remove, audit_log=None):
     except ValueError:
         raise UsageError("service ID %r: must be non-empty and contain no '/'" % service_id) from None
     path_id = quote(service_id, safe=":@")
+    client = settings.make_client(s)
     with Connection(s) as c:
         resp = c.call("GET", "/v1/agent/service/" + path_id, ok=(200, 404))
         service = resp.json() if resp.status == 200 else None
-        role, index, note = _read_role(c, key)
         if not add and not remove:
+            role, _ = _role(kv.read(client, key)[0])
             tags = ",".join(service.get("Tags") or ()) if service else "(not registered on this agent)"
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s; role %s" % (
                 service_id, tags, json.dumps(role or {}, sort_keys=True))))
         body = replace = None
         if service is not None:
-            new_tags = registrar.apply_tag_change(service.get("Tags") or (), add, remove)
+            new_tags = reg_roles.apply_tag_change(service.get("Tags") or (), add, remove)
             try:
-                body, replace = registrar.retag(service, c.get_json("/v1/agent/checks")[1].values(), new_tags)
+                body, replace = reg_roles.retag(service, c.get_json("/v1/agent/checks")[1].values(), new_tags)
             except ValueError as e:
                 raise UsageError(str(e)) from None
         # 1. the role, compare-and-set: the registrar's source of truth survives restarts
-        for _ in range(CAS_ATTEMPTS):
-            new_role = registrar.apply_role_change(role, add, remove)
-            if _cas(c, key, index or 0, json.dumps(new_role, sort_keys=True).encode()):
-                break
-            role, index, note = _read_role(c, key)
-        else:
-            raise ConsulError("KV %s changed under us %d times: role not recorded" % (key, CAS_ATTEMPTS))
+        notes = [""]
+
+        def change(current):
+            role, notes[0] = _role(current)
+            return reg_roles.apply_role_change(role, add, remove)
+        new_role = kv.cas_update(client, key, change, attempts=CAS_ATTEMPTS)
+        note = notes[0]
         rec = {"kind": "tag", "action": "retag", "service_id": service_id, "add": list(add),
                "remove": list(remove), "role": new_role, "key": key}
         # 2. the instance, re-registered with the same checks
@@ -117,24 +123,17 @@ def run(s, env, service_id, add, remove, audit_log=None):
             service_id, ",".join(body["Tags"]), how, key, note)))
 
 
-def _read_role(c, key):
-    """(role or None, ModifyIndex or None, note) of the KV record."""
-    from . import registrar
-    from urllib.parse import quote
-    resp = c.call("GET", "/v1/kv/" + quote(key, safe="/:@"), ok=(200, 404))
-    if resp.status == 404:
-        return None, None, ""
-    entry = (resp.json() or [{}])[0]
+def _role(value):
+    """A KV value as kv.read decodes it -> (role or None, note for the output)."""
+    from . import kv, reg_roles
+    if value is None:
+        return None, ""
+    if isinstance(value, kv.Unreadable):
+        return None, " (replaced a malformed record: %s)" % value.why
     try:
-        return registrar.parse_role(base64.b64decode(entry.get("Value") or "") or b"{}"), entry["ModifyIndex"], ""
+        return reg_roles.role_from_value(value), ""
     except ValueError as e:
-        return None, entry["ModifyIndex"], " (replaced a malformed record: %s)" % e
-
-
-def _cas(c, key, index, body):
-    from urllib.parse import quote
-    resp = c.call("PUT", "/v1/kv/" + quote(key, safe="/:@"), [("cas", str(index))], body)
-    return resp.body.strip() == b"true"
+        return None, " (replaced a malformed record: %s)" % e
 
 
 def _audit(log, rec):

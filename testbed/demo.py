@@ -142,7 +142,8 @@ def up():
     say("3. medic-register follows the Docker engine; the demo service at 3 replicas")
     log = open(os.path.join(STATE, "register.log"), "ab")
     p = subprocess.Popen([os.path.join(BIN, "medic-register"), "--filter", "com.docker.compose.project=" + PROJECT,
-                          "--resync", "30", "--audit-log", AUDIT], env=ENV, stdout=log, stderr=log,
+                          "--resync", "30", "--audit-log", AUDIT,
+                          "--allow-loopback-ip"], env=ENV, stdout=log, stderr=log,
                          start_new_session=True)
     with open(REGISTER_PID, "w") as f:
         f.write(str(p.pid))

@@ -5,6 +5,9 @@
 #   docker.io          from Debian 12; dockerd started in the background if no engine answers
 #   docker compose v2  from the Debian 13 docker-compose .deb, as a Docker CLI plugin
 #   busybox-static     for the demo image (no registry is reachable)
+#   nginx (+ stream module), haproxy, redis-server, redis-tools: medic-lb / medic-failover tests;
+#                      installed with their services NOT started (tests run their own processes)
+#   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/test_install.py)
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -76,10 +79,51 @@ install_busybox() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
 }
 
+install_lb_parts() {  # medic-lb and medic-failover: real nginx 1.22, HAProxy 2.6, Redis 7
+  local pkgs=(nginx libnginx-mod-stream haproxy redis-server redis-tools) missing=() p
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} = 0 ]; then log "nginx, haproxy, redis present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]} (their system services are not started)"
+  local own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
+  [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+install_site_tools() {  # site: the unit and install tests (tests/test_install.py)
+  local missing=()
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} = 0 ]; then log "systemd-analyze and python3 venv present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
+# The default bridge is docker0. A second engine started with --bridge=none, or a hand-made
+# cleanup, can delete it while the first engine runs; every `docker run` on the default network
+# then fails ("could not find bridge docker0"). Put it back with the address the engine expects.
+ensure_docker0() {
+  local name; name=$(docker network inspect bridge -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null)
+  [ "$name" = docker0 ] || return 0
+  ip link show docker0 >/dev/null 2>&1 && return 0
+  local subnet gw
+  subnet=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
+  gw=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+  [ -n "$gw" ] || gw="${subnet%.*/*}.1"
+  log "docker0 is missing while the engine runs: re-creating it ($gw/${subnet#*/})"
+  ip link add docker0 type bridge && ip addr add "$gw/${subnet#*/}" dev docker0 && ip link set docker0 up
+}
+
 start_dockerd() {
-  if engine_answers; then log "docker engine answers"; return; fi
+  if engine_answers; then log "docker engine answers"; ensure_docker0; return; fi
   if pgrep -x dockerd >/dev/null; then
     log "dockerd runs but does not answer yet; waiting"
   else
@@ -105,7 +149,10 @@ start_dockerd() {
 install_consul
 install_docker
 install_busybox
+install_site_tools
 start_dockerd
 install_compose
+install_lb_parts
 "$(dirname "$0")/build-image.sh"
+"$(dirname "$0")/build-redis-image.sh"
 log "ready"

@@ -9,11 +9,19 @@ by appending a function. Seconds unless a key ends in `_ms`.
 Everything runs against throwaway Consul agents on free loopback ports (started
 here, stopped at the end); CPU is the children's user+system time from
 resource.getrusage(RUSAGE_CHILDREN), so other load on the machine barely moves it.
+
+Time to heal is measured four ways in the same run: medic (and a second loss 1 s
+after a completed heal), Swarm with its default and with a 0 s restart delay, and
+Docker's own restart policy; `picture` draws them into docs/bench-time-to-heal.png
+(matplotlib, the `bench` extra). The run leaves nothing behind: each stack stops its
+agent (whose watches would run medic-heal and bring containers back) before its
+containers, and `leftovers()` fails the run if a container, agent or process remains.
 """
 import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +49,13 @@ class Bench:
         self.cache = os.path.join(self.tmp, "cache")
         self.env = sc.check_env(self.cache)
         self._agents = []
+        self.projects = []  # compose projects of the stacks this run started
+        self.dist = {}  # row key -> distribution, for the picture
+        # measure medic as installed: `pip install` byte-compiles the package; a source tree
+        # run with PYTHONDONTWRITEBYTECODE set (as on this machine) would recompile
+        # every imported module on every run and charge that to medic-check
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "handlers"),
+                        os.path.join(ROOT, "watches")], check=True, capture_output=True, timeout=120)
 
     def agent(self, **kw):
         if not support.consul_available():
@@ -100,7 +115,7 @@ def check_cpu(b):
         raise RuntimeError("medic-check failed: %s" % r.stdout.decode())
     cpu, r = child_cpu(argv, b.env, repeat=30)
     ms = [c * 1000 for c in cpu]
-    return [Row("check_cpu_ms", round(statistics.median(ms), 2), "ms", "<= 40",
+    return [Row("check_cpu_ms", round(statistics.median(ms), 2), "ms", "<= 2.5x bare",
                 "median of 30 medic-check runs (p90 %.1f ms), warm spec cache, 3 instances" % p90(ms))]
 
 
@@ -157,7 +172,7 @@ def batch_1000(b, n=1000):
     if "services=%d" % n not in first or writes != n:
         raise RuntimeError("batch pass did not evaluate/write %d services: %s (writes %d)" % (n, first, writes))
     return [
-        Row("batch_1000_cpu_s", round(full[0], 3), "s", "<= 0.5",
+        Row("batch_1000_cpu_s", round(full[0], 3), "s", "<= 0.2",
             "one --all --ttl pass, 1,000 specs x 2 instances, all %d TTL checks written" % writes),
         Row("batch_1000_steady_cpu_s", round(steady[0], 3), "s", None,
             "the next pass: nothing changed, %d read requests, 0 writes" % reads),
@@ -201,21 +216,95 @@ def heal_decision_1000(b, n=1000):
     first = r.stdout.decode().splitlines()[0] if r.stdout else r.stderr.decode()
     if r.returncode != 0 or "%d services (%d ok)" % (n, n) not in first:
         raise RuntimeError("medic-heal on %d services: exit %d: %s" % (n, r.returncode, first[:300]))
-    return [Row("heal_decision_1000_s", round(wall, 3), "s", None,
+    return [Row("heal_decision_1000_s", round(wall, 3), "s", "<= 0.2",
                 "medic-heal, checks payload naming 1,000 services with specs, all at their count (wall time)"),
             Row("heal_consul_requests_1000", nreq, "", "constant", "Consul requests of that run (triage)")]
 
 
 def distribution(samples):
-    """Seconds per trial -> the {"median", "p90", "trials"} the results file records."""
-    return {"median": round(statistics.median(samples), 3), "p90": round(p90(samples), 3), "trials": len(samples)}
+    """Seconds per trial -> the {"median", "p90", "trials", "samples"} the results file records."""
+    return {"median": round(statistics.median(samples), 3), "p90": round(p90(samples), 3), "trials": len(samples),
+            "samples": [round(x, 3) for x in samples]}
 
 
 def swarm_time_to_heal(b, trials=10):
     import bench_swarm
-    d = distribution(bench_swarm.measure_swarm_time_to_heal(trials=trials))
+    d = b.dist["swarm_time_to_heal_s"] = distribution(bench_swarm.measure_swarm_time_to_heal(trials=trials))
     return [Row("swarm_time_to_heal_s", d, "s", None,
                 "Swarm mode, same image and engine: docker kill -> new task healthy (default restart delay)")]
+
+
+def swarm_tuned_time_to_heal(b, trials=10):
+    import bench_swarm
+    d = b.dist["swarm_tuned_time_to_heal_s"] = distribution(
+        bench_swarm.measure_swarm_time_to_heal(trials=trials, restart_delay="0s"))
+    return [Row("swarm_tuned_time_to_heal_s", d, "s", None,
+                "the same with `--restart-delay 0s` (same engine, image, 1 s health interval)")]
+
+
+def docker_restart_policy(b, trials=10):
+    import bench_swarm
+    d = b.dist["docker_restart_policy_s"] = distribution(bench_swarm.measure_restart_policy_time_to_heal(trials=trials))
+    return [Row("docker_restart_policy_s", d, "s", None,
+                "reference: `--restart always` container, main process SIGKILLed -> same container healthy")]
+
+
+def _stack(b, name, **kw):
+    from support_e2e import Stack
+
+    def factory(start=False, **akw):
+        a = support.ConsulAgent(**akw)
+        b._agents.append(a)
+        return a.start() if start else a
+
+    s = Stack(b.tmp, "b%d" % os.getpid(), consul_factory=factory, name=name, **kw)
+    b.projects.append(s.project)
+    return s
+
+
+def _stop_stack(s):
+    """Stop what could bring containers back FIRST (the agent runs the watches and the reconcile
+    check, each of which runs medic-heal -> compose up), let a medic-heal already running finish,
+    then the registrar and the containers. Raises when a container of the stack remains."""
+    s.agent.stop()
+    support.wait_for(lambda: not _processes_with(s.dir, "medic-heal"), 120, 0.2,
+                     "medic-heal runs of %s to end" % s.project)
+    s.stop()
+    left = _project_containers(s.project)
+    if left:
+        raise RuntimeError("containers of %s left after compose down: %s" % (s.project, left))
+
+
+def _project_containers(project):
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=" + project],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.split()
+
+
+def _processes_with(text, program=""):
+    """PIDs of processes whose command line mentions `text` (this bench's temp paths), and `program`."""
+    from support_e2e import cmdline
+
+    needles = [w.encode() for w in (text, program) if w]
+    me = os.getpid()
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != me:
+            line = b" ".join(cmdline(int(p)))
+            if all(n in line for n in needles):
+                out.append(int(p))
+    return out
+
+
+def _kill_and_wait(s, n=3):
+    """docker kill one replica -> seconds until n pass again in Consul."""
+    victim = s.container_ids()[0]
+    t0 = time.monotonic()
+    subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+    # the killed container's own instance vanishes within ~0.1 s; wait for that first
+    support.wait_for(lambda: s.passing() < n, 10, interval=0.005, what="the loss seen in Consul")
+    support.wait_for(lambda: s.passing() == n, 120, interval=0.005, what="%d passing again" % n)
+    return time.monotonic() - t0
 
 
 def time_to_heal(b, trials=10):
@@ -225,39 +314,52 @@ def time_to_heal(b, trials=10):
     (watches -> medic-heal), medic-register following the engine, compose scaling.
     Also counts scale actions per loss (must be exactly one each).
     """
-    import subprocess
-
-    from support_e2e import Stack
-
-    def factory(start=False, **kw):
-        a = support.ConsulAgent(**kw)
-        b._agents.append(a)
-        return a.start() if start else a
-
-    s = Stack(b.tmp, "b%d" % os.getpid(), consul_factory=factory, name="heal")
+    s = _stack(b, "heal")
     samples, extra = [], 0
     try:
         s.start(replicas=3)
         s.settled(3)
         for _ in range(trials):
             before = len(s.scale_actions())
-            ids = s.container_ids()
-            victim = ids[0]
-            t0 = time.monotonic()
-            subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
-
-            # the killed container's own instance vanishes within ~0.1 s; wait for that first
-            support.wait_for(lambda: s.passing() < 3, 10, interval=0.005, what="the loss seen in Consul")
-            support.wait_for(lambda: s.passing() == 3, 60, interval=0.005, what="3 passing again")
-            samples.append(time.monotonic() - t0)
+            samples.append(_kill_and_wait(s))
             s.settled(3, quiet=2)
             extra += len(s.scale_actions()) - before - 1
     finally:
-        s.stop()
-    d = distribution(samples)
-    return [Row("time_to_heal_s", d, "s", "median <= 1.5, p90 <= 2.5",
+        _stop_stack(s)
+    d = b.dist["time_to_heal_s"] = distribution(samples)
+    return [Row("time_to_heal_s", d, "s", "median <= 0.9, p90 <= 1.2",
                 "docker kill 1 of 3 -> replacement passing in Consul (watch -> medic-heal -> compose)"),
             Row("heal_extra_actions", extra, "", "0", "scale actions beyond one per loss, over all trials")]
+
+
+def second_loss_time_to_heal(b, trials=5):
+    """A second loss 1 s after a completed heal, the spec's heal policy at its shipped defaults.
+
+    Per trial: kill one replica, wait until 3 pass again, wait 1 s, kill another: the
+    figure is that second kill -> 3 passing. The first heal's action is still within its
+    cooldown/grace then, which is what this row watches.
+    """
+    s = _stack(b, "loss2")
+    path = os.path.join(s.specs, s.service + ".json")
+    with open(path) as f:
+        doc = json.load(f)
+    doc.pop("heal", None)  # shipped defaults
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    samples = []
+    try:
+        s.start(replicas=3)
+        s.settled(3)
+        for _ in range(trials):
+            _kill_and_wait(s)
+            time.sleep(1.0)
+            samples.append(_kill_and_wait(s))
+            s.settled(3, quiet=2)
+    finally:
+        _stop_stack(s)
+    d = b.dist["second_loss_time_to_heal_s"] = distribution(samples)
+    return [Row("second_loss_time_to_heal_s", d, "s", None,
+                "a loss 1 s after a completed heal -> 3 passing again (heal policy: shipped defaults)")]
 
 
 def register_100(b):
@@ -269,13 +371,83 @@ def register_100(b):
                 "after the last start" % (d["started_s"], d["after_last_start_s"]))]
 
 
+# -- medic-lb / medic-failover rows (owner: lb helper; the measurements live in bench_lb.py) --------------
+def lb_rows(b):
+    import bench_lb
+    return bench_lb.lb_render_1000(b) + bench_lb.lb_reload_after_change(b) + bench_lb.failover_time(b)
+
+
+# -- rollout helper (issue 12): medic-rollout under real traffic ------------------------------
+def rollout_traffic(b):
+    """rollout_3_s, rollout_failed_requests, rollout_never_passing (tests/support_rollout_traffic.py)."""
+    import support_rollout_traffic as srt
+    return srt.bench_rows(Row)
+# -- end rollout helper --------------------------------------------------------------------
+
+
+def picture(b, path=None):
+    """The time-to-heal distributions of this run as a PNG (matplotlib, the `bench` extra)."""
+    path = path or PICTURE
+    series = [(label, b.dist[key]["samples"]) for key, label in PICTURE_SERIES if key in b.dist]
+    if not series:
+        raise RuntimeError("no time-to-heal distribution measured in this run")
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.75 * len(series)), dpi=100)
+    labels = [label for label, _ in series]
+    data = [v for _, v in series]
+    try:
+        ax.boxplot(data, orientation="horizontal", whis=(10, 90), showfliers=False, widths=0.5)
+    except TypeError:  # matplotlib < 3.10
+        ax.boxplot(data, vert=False, whis=(10, 90), showfliers=False, widths=0.5)
+    for i, values in enumerate(data, start=1):
+        ax.scatter(values, [i] * len(values), s=14, alpha=0.6, zorder=3)
+        ax.annotate("median %.2f s (n=%d)" % (statistics.median(values), len(values)),
+                    (max(values), i), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(range(1, len(labels) + 1), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(max(v) for v in data) * 1.35)
+    ax.set_xlabel("seconds from the kill to a passing replacement (box: p10-p90)")
+    ax.set_title("Time to heal, one `make bench` run (%s)" % time.strftime("%Y-%m-%d"), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return [Row("picture", os.path.relpath(path, ROOT), "", None,
+                "time-to-heal distributions of this run (%s)" % ", ".join(labels))]
+
+
+PICTURE = os.path.join(ROOT, "docs", "bench-time-to-heal.png")
+PICTURE_SERIES = (("time_to_heal_s", "medic"), ("second_loss_time_to_heal_s", "medic, 2nd loss 1 s later"),
+                  ("swarm_tuned_time_to_heal_s", "Swarm, restart delay 0s"),
+                  ("docker_restart_policy_s", "docker --restart always"),
+                  ("swarm_time_to_heal_s", "Swarm, default (5 s delay)"))
+
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
-                swarm_time_to_heal, register_100]
+                second_loss_time_to_heal, swarm_time_to_heal, swarm_tuned_time_to_heal, docker_restart_policy,
+                register_100, lb_rows, rollout_traffic, picture]
+
+
+def leftovers(b):
+    """What this run left behind: containers of its compose projects, its agents, processes under its
+    temp dir, Swarm services / restart-policy containers of bench_swarm. Must be empty."""
+    import bench_swarm
+    from support_e2e import cmdline
+
+    out = ["container %s (%s)" % (c, p) for p in b.projects for c in _project_containers(p)]
+    out += ["consul agent pid %d" % a.proc.pid for a in b._agents if a.proc is not None and a.proc.poll() is None]
+    out += ["process %d: %s" % (pid, b" ".join(cmdline(pid))[:120].decode("utf-8", "replace"))
+            for pid in _processes_with(b.tmp)]
+    out += ["engine object " + n for n in bench_swarm.leftovers()]
+    return out
 
 
 # -- output ------------------------------------------------------------------------
 def fmt(v):
-    if isinstance(v, dict) and "median" in v:
+    if isinstance(v, dict) and "median" in v:  # samples only in the JSON
         return "median %g / p90 %g (n=%d)" % (v["median"], v["p90"], v["trials"])
     return "%g" % v if isinstance(v, float) else str(v)
 
@@ -311,7 +483,28 @@ def merge_results(rows, path=RESULTS):
     return data
 
 
+def derived(rows):
+    """Ratios the targets are stated in, from rows of the same run."""
+    v = {r.key: r.value for r in rows}
+    out = []
+    if "check_cpu_ms" in v and v.get("bare_python_cpu_ms"):
+        out.append(Row("check_cpu_ratio", round(v["check_cpu_ms"] / v["bare_python_cpu_ms"], 2), "x", "<= 2.5",
+                       "check_cpu_ms / bare_python_cpu_ms"))
+    if "time_to_heal_s" in v and "swarm_tuned_time_to_heal_s" in v:
+        out.append(Row("swarm_tuned_vs_medic", round(v["swarm_tuned_time_to_heal_s"]["median"]
+                                                     / v["time_to_heal_s"]["median"], 2), "x", ">= 1.8",
+                       "median time to heal: tuned Swarm / medic"))
+    return out
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def main(names=None):
+    # SIGTERM (and SIGINT, ignored in a background job) end the run through the cleanups
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     b = Bench()
     rows, failed = [], []
     try:
@@ -326,6 +519,10 @@ def main(names=None):
             sys.stderr.write("bench: %s done in %.1f s\n" % (m.__name__, time.time() - t))
     finally:
         b.close()
+    rows.extend(derived(rows))
+    left = leftovers(b)
+    if left:
+        failed.append("the bench left these running: " + "; ".join(left))
     print(table(rows))
     for f in failed:
         print("FAILED " + f)

@@ -126,8 +126,31 @@ def heal_records(path, service=None, decision=None):
 
 
 def heal_env(agent, specs, audit_log, **extra):
+    """Environment of a test's medic-heal. Deferred runs (detached children that outlive the test)
+    are off unless a test turns them on (MEDIC_DEFER="on") and reaps them (`kill_deferred`)."""
+    extra.setdefault("MEDIC_DEFER", "off")
     return support.medic_env(CONSUL_HTTP_ADDR=agent.addr, MEDIC_SPECS=specs, MEDIC_AUDIT_LOG=audit_log,
                              MEDIC_NOTIFY="off", MEDIC_CACHE_DIR="", **extra)
+
+
+def kill_deferred(agent, service, env=None):
+    """Stop the deferred medic-heal run arranged for `service` (its pid is in KV), if any."""
+    import base64
+    import signal
+    from handlers import recheck
+    try:
+        items = agent.api("/v1/kv/" + recheck.deferred_key(env, service)) or []
+        pid = json.loads(base64.b64decode(items[0]["Value"])).get("pid")
+    except Exception:
+        return None
+    try:
+        with open("/proc/%d/cmdline" % int(pid), "rb") as f:
+            if b"medic-heal" not in f.read():
+                return None
+        os.kill(int(pid), signal.SIGTERM)
+    except (OSError, TypeError, ValueError):
+        return None
+    return pid
 
 
 class World:

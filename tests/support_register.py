@@ -30,6 +30,8 @@ class Daemon:
         self.args = [os.path.join(support.BIN, "medic-register"), "-v", "--consul-addr", agent_addr,
                      "--filter", "%s=%s" % (LABEL, token), "--registrar-id", self.registrar_id,
                      "--resync", str(resync), "--audit-log", self.audit_log] + list(extra)
+        if not any(a.startswith("--ip") or a == "--allow-loopback-ip" for a in extra):
+            self.args.append("--allow-loopback-ip")  # this test machine's host name resolves to 127.x
         self.env = support.medic_env(**(env or {}))
         self.proc = None
         self.out = None
@@ -61,25 +63,51 @@ class Daemon:
         self.out = out
         return self.proc.returncode, out
 
+    def resyncs(self):
+        """The full resyncs this daemon logged (at -v every one is logged; the audit log keeps
+        only those that changed something, the first and an hourly summary)."""
+        return [ln for ln in self.stderr().splitlines() if "resync: " in ln and " registered, " in ln]
+
     def records(self, action=None):
         from handlers import audit
         return [r for r in audit.read(self.audit_log) if action is None or r.get("action") == action]
 
 
+def network_for(client, token):
+    """The test token's own bridge network (created once): tests never depend on the engine's
+    default bridge, which a neighbour on the shared machine may have broken."""
+    name = "medic-reg-net-" + token
+    with _NETWORK_LOCK:  # parallel run_container calls must not create it twice (names are not unique)
+        if not client.networks.list(names=[name]):
+            client.networks.create(name, driver="bridge", labels={LABEL: token})
+    return name
+
+
+_NETWORK_LOCK = threading.Lock()
+
+
 def run_container(client, token, name, labels=None, ports=(80,), env=None, image=None, **kw):
-    """A detached demo container labelled for `token`, ports published as 127.0.0.1::<port>."""
+    """A detached demo container labelled for `token`, ports published as 127.0.0.1::<port>,
+    on the token's own network (unless network_mode/network is given)."""
     labels = dict(labels or {})
     labels[LABEL] = token
+    if "network_mode" not in kw and "network" not in kw:
+        kw["network"] = network_for(client, token)
     return client.containers.run(image or support.DEMO_IMAGE, name=name, detach=True, labels=labels,
                                  ports={"%s/tcp" % p: ("127.0.0.1", None) for p in ports},
                                  environment=env or {}, **kw)
 
 
 def remove_containers(client, token):
-    """Remove every container of this test token (ours only, by label)."""
+    """Remove every container and network of this test token (ours only, by label)."""
     for c in client.containers.list(all=True, filters={"label": "%s=%s" % (LABEL, token)}):
         try:
             c.remove(force=True)
+        except Exception:
+            pass
+    for n in client.networks.list(filters={"label": "%s=%s" % (LABEL, token)}):
+        try:
+            n.remove()
         except Exception:
             pass
 

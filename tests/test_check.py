@@ -35,17 +35,18 @@ def test_evaluate_lines_exact():
         inst("web-3", "n3", False, [("_node_maintenance", "critical"), ("serfHealth", "critical")], "10.0.0.3", 8083)])
     assert out.status == Status.CRITICAL
     assert out.text.splitlines() == [
-        "MEDIC CRITICAL - www.example.com 1/3 passing | passing=1;;;0 desired=3;;;0",
+        "MEDIC CRITICAL - www.example.com 1/3 passing | passing=1;3;3:;0 desired=3;;;0",
         "- web-2 on n2 10.0.0.2:8082: service:web-2 critical",
         "- web-3 on n3 10.0.0.3:8083: _node_maintenance critical; serfHealth critical"]
 
 
 def test_evaluate_ok_and_warning_first_lines():
-    assert check.evaluate("a", 2, [inst("1"), inst("2")]).text == "MEDIC OK - a 2/2 passing | passing=2;;;0 desired=2;;;0"
+    ok = check.evaluate("a", 2, [inst("1"), inst("2")])
+    assert ok.text == "MEDIC OK - a 2/2 passing | passing=2;2;2:;0 desired=2;;;0"
     w = check.evaluate("a", 1, [inst("1"), inst("2")])
-    assert (w.status, w.text) == (Status.WARNING, "MEDIC WARNING - a 2/1 passing | passing=2;;;0 desired=1;;;0")
+    assert (w.status, w.text) == (Status.WARNING, "MEDIC WARNING - a 2/1 passing | passing=2;1;1:;0 desired=1;;;0")
     z = check.evaluate("a", 1, [])
-    assert (z.status, z.text) == (Status.CRITICAL, "MEDIC CRITICAL - a 0/1 passing | passing=0;;;0 desired=1;;;0")
+    assert (z.status, z.text) == (Status.CRITICAL, "MEDIC CRITICAL - a 0/1 passing | passing=0;1;1:;0 desired=1;;;0")
 
 
 def test_output_far_under_4k_with_a_count_of_what_was_left_out():
@@ -135,7 +136,8 @@ def test_exit_equal_more_fewer(consul_agent, unique, specs, cache, desired, code
     sc.write_spec(specs, svc, desired)
     r = run(consul_agent, svc, specs, cache)
     assert (r.returncode, r.stderr) == (code, "")
-    assert r.stdout == "MEDIC %s - %s 3/%d passing | passing=3;;;0 desired=%d;;;0\n" % (word, svc, desired, desired)
+    d = desired
+    assert r.stdout == "MEDIC %s - %s 3/%d passing | passing=3;%d;%d:;0 desired=%d;;;0\n" % (word, svc, d, d, d, d)
 
 
 @pytest.mark.consul
@@ -150,7 +152,7 @@ def test_failing_instance_check_reduces_the_count_and_is_listed(consul_agent, un
     r = run(consul_agent, svc, specs, cache)
     assert r.returncode == 2
     assert r.stdout.splitlines() == [
-        "MEDIC CRITICAL - %s 1/3 passing | passing=1;;;0 desired=3;;;0" % svc,
+        "MEDIC CRITICAL - %s 1/3 passing | passing=1;3;3:;0 desired=3;;;0" % svc,
         "- %s-1 on %s 127.0.0.1:8001: service:%s-1 critical" % (svc, consul_agent.node, svc),
         "- %s-2 on %s 127.0.0.1:8002: service:%s-2 warning" % (svc, consul_agent.node, svc)]
 

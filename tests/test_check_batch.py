@@ -136,14 +136,15 @@ def test_batch_sets_ttl_checks_with_constant_reads(consul_factory, tmp_path, uni
 
         proxy.reset()  # nothing changed: reads only
         r = sc.run_check(args, cache)
-        assert perf(r.stdout)["written"] == 0 and [m for m, _ in proxy.requests] == ["GET", "GET"]
+        # reads only; names[0] is short, so one ACL probe (POST /v1/internal/acl/authorize, handlers/acl.py)
+        assert perf(r.stdout)["written"] == 0 and [m for m, _ in proxy.requests] == ["GET", "GET", "POST"]
 
         agent.set_ttl(names[3] + "-1", "critical")  # one change: one write
         proxy.reset()
         r = sc.run_check(args, cache)
         assert perf(r.stdout)["written"] == 1
         assert [(m, p.split("?")[0]) for m, p in proxy.requests if m == "PUT"] == \
-            [("PUT", "/v1/agent/check/fail/medic%%3A%s" % names[3])]
+            [("PUT", "/v1/agent/check/update/medic%%3A%s" % names[3])]
         assert agent.api("/v1/agent/checks")["medic:" + names[3]]["Status"] == "critical"
 
         r = sc.run_check(["--all", "--ttl", "--refresh", "0", "--specs", specs, "--consul-addr", proxy.addr], cache)

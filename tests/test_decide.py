@@ -113,10 +113,10 @@ def test_failing_first_seen_is_only_suspected():
     assert d.kind == "noop" and d.suspects == ()
 
 
-def test_replace_waits_for_cooldown():
+def test_replace_waits_for_cooldown_of_an_unsettled_action():
     cs = up(2) + [c("web-3", age=60.0, passing=False)]
-    d = decide(mkspec(replace_failing=True), obs(*cs), H(act(5, "restored"), suspects=[("id-web-3", NOW - 50)]), NOW)
-    assert d.kind == "hold" and "cooldown" in d.reason
+    d = decide(mkspec(replace_failing=True), obs(*cs), H(act(5, "started"), suspects=[("id-web-3", NOW - 50)]), NOW)
+    assert d.kind == "hold" and "cooldown" in d.reason and d.until == NOW - 5 + 10.0
 
 
 def test_dying_container_is_neither_present_nor_missing():
@@ -165,9 +165,85 @@ def test_nothing_to_add_here():
 
 
 # -- guards: cooldown, backoff, settling, circuit ------------------------------------------------
-def test_cooldown_after_last_action():
-    d = decide(mkspec(), obs(*up(2)), H(act(3, "restored")), NOW)
-    assert d.kind == "hold" and "cooldown" in d.reason
+def test_cooldown_after_an_unsettled_action_ends_at_a_known_time():
+    # the last action's container (age 100: not started by it) is not passing: not settled
+    d = decide(mkspec(), obs(*up(2)), H(act(3, "started")), NOW)
+    assert d.kind == "hold" and "cooldown" in d.reason and d.until == NOW - 3 + 10.0
+
+
+def test_cooldown_after_a_failed_action_too():
+    d = decide(mkspec(backoff_base=1.0), obs(*up(2)), H(act(3, "failed")), NOW)
+    assert d.kind == "hold" and "cooldown" in d.reason and d.until == NOW + 7
+
+
+def test_a_restored_action_does_not_hold_a_new_loss():
+    """Issue 10: a second loss 1 s after a restored heal is healed at once (no cooldown)."""
+    d = decide(mkspec(), obs(*up(2)), H(act(1, "restored")), NOW)
+    assert (d.kind, d.target, d.until) == ("heal", 3, None)
+    # the same, with the verdict reached in this very run: the restarted web-3 passes, web-1 is gone
+    cs = [c("web-1", "exited", age=100, passing=None), c("web-2"), c("web-3", age=0.5)]
+    d = decide(mkspec(), obs(*cs), H(act(1)), NOW)
+    assert d.settle == "restored" and d.kind == "heal" and d.target == 3
+
+
+def test_a_killed_restart_is_a_loss_not_a_failed_heal():
+    """The container medic just restarted is killed from outside (exit 137): verdict 'lost', no
+    backoff step, no cooldown; the loss is healed at once."""
+    killed = c("web-3", "exited", age=1, passing=None)._replace(killed=True)
+    d = decide(mkspec(), obs(*up(2), killed), H(act(2)), NOW)
+    assert d.settle == "lost" and d.kind == "heal" and d.target == 3
+    assert consecutive_failures((act(50, "failed"), act(2, "lost")), 0) == 1  # neutral
+    # a crash of its own (exit 1, or OOM: killed=False) stays a failure
+    crashed = c("web-3", "exited", age=1, passing=None)
+    d = decide(mkspec(), obs(*up(2), crashed), H(act(2)), NOW)
+    assert d.settle == "failed" and d.kind == "hold" and "backoff" in d.reason and d.until == NOW - 2 + 10.0
+
+
+def test_every_hold_that_ends_by_itself_says_when():
+    s = mkspec(replace_failing=True)
+    d = decide(s, obs(*up(2), c("web-3", age=2.0, passing=None)), EMPTY_HISTORY, NOW)
+    assert d.kind == "hold" and d.until == NOW - 2.0 + 30.0  # pending: grace after its start
+    d = decide(s, obs(*up(2), c("web-3", age=60, passing=False)), H(suspects=[("id-web-3", NOW - 10)]), NOW)
+    assert d.kind == "hold" and "under watch" in d.reason and d.until == NOW - 10 + 30.0
+    h = H(act(300, "failed"), act(200, "failed"), act(100, "failed"), circuit=NOW - 50)
+    d = decide(mkspec(max_attempts=3), obs(*up(1)), h, NOW)
+    assert d.kind == "hold" and d.until == NOW - 50 + 600.0 and d.suspended
+    d = decide(mkspec(enabled=False), obs(*up(2)), EMPTY_HISTORY, NOW)
+    assert d.kind == "hold" and d.until is None and not d.suspended
+
+
+# -- pending across hosts (Meta medic_started) ---------------------------------------------------
+def test_remote_registered_not_passing_started_within_grace_is_pending():
+    """Another host's healer just added a container: registered, not passing yet. This host must
+    not add one too."""
+    fresh = Remote("h2:web-4:80", "h2", False, NOW - 3.0)
+    d = decide(mkspec(4), obs(*up(3), remote=[fresh]), EMPTY_HISTORY, NOW)
+    assert d.kind == "hold" and "1 pending" in d.reason and d.counts.remote_pending == 1
+    assert d.counts.target == 3 and d.until == NOW - 3.0 + 30.0
+
+
+def test_remote_not_passing_past_grace_or_without_start_time_counts_for_nothing():
+    for r in (Remote("h2:web-4:80", "h2", False, NOW - 31.0), Remote("h2:web-4:80", "h2", False, 0.0),
+              Remote("h2:web-4:80", "h2", False)):
+        d = decide(mkspec(4), obs(*up(3), remote=[r]), EMPTY_HISTORY, NOW)
+        assert (d.kind, d.target, d.counts.remote_pending) == ("heal", 4, 0), r
+
+
+def test_two_healers_one_shortfall_one_container():
+    """Host A healed first (its new container is registered on A, not passing yet); host B then
+    observes: A's container is remote pending for B, so B holds."""
+    spec = mkspec(2)
+    a_new = Remote("a:web-2:80", "a", False, NOW - 0.5)
+    d_b = decide(spec, obs(c("b-web-1"), remote=[a_new]), EMPTY_HISTORY, NOW)
+    assert d_b.kind == "hold" and d_b.counts.target == 1 and d_b.counts.has == 1
+
+
+def test_medic_started_is_parsed_defensively():
+    from handlers.observe import meta_started
+    assert meta_started({"medic_started": "1700000000.5"}) == 1700000000.5
+    for bad in ({}, {"medic_started": "x"}, {"medic_started": "nan"}, {"medic_started": "inf"},
+                {"medic_started": "-5"}, {"medic_started": "1e30"}, None, {"medic_started": ""}):
+        assert meta_started(bad) == 0.0, bad
 
 
 def test_backoff_doubles_to_cap():
@@ -306,8 +382,11 @@ def test_properties(spec, cs, remote, history, unknown):
         # after removals, compose's count (present + stopped left) never exceeds the target
         assert kept + k.stopped - len(d.remove) <= max(d.target, kept)
         assert history.circuit is None or NOW >= history.circuit + spec.heal.window
-        if history.actions:
-            assert NOW - history.actions[-1].time >= spec.heal.cooldown
+        if history.actions and d.settle not in ("restored", "lost") \
+                and history.actions[-1].result not in ("restored", "lost"):
+            assert NOW - history.actions[-1].time >= spec.heal.cooldown  # cooldown guards an unsettled action
+    if d.kind == "hold" and d.until is not None:
+        assert d.until > NOW or d.suspended or "backoff" in d.reason or "cooldown" in d.reason
     if d.circuit == "open":
         assert d.kind == "hold"
     if d.target is not None:

@@ -234,7 +234,8 @@ def test_random_payloads(world, payload):
     stdin = io.TextIOWrapper(io.BytesIO(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data))
     out = runtime.execute(fast=lambda argv: heal.run(
         stdin=stdin, specs=world.specs, audit_log=world.audit, conn={"consul_addr": world.agent.addr},
-        environ={"MEDIC_CACHE_DIR": ""}, engine_factory=_FakeEngine, scaler_factory=factory), argv=[])
+        environ={"MEDIC_CACHE_DIR": "", "MEDIC_DEFER": "off"}, engine_factory=_FakeEngine, scaler_factory=factory),
+        argv=[])
     assert out.status in (Status.OK, Status.WARNING, Status.UNKNOWN)
     assert len(out.text.splitlines()) == 1
     assert set(calls) <= {world.service}  # a payload name reaches a command only if it is a spec's service
@@ -250,9 +251,13 @@ def test_payload_naming_the_spec_reaches_the_scaler_once(world):
 
     payload = json.dumps([{"Node": "n", "CheckID": "c", "Status": "critical", "ServiceName": world.service},
                           {"Node": "n", "CheckID": "d", "Status": "critical", "ServiceName": "a;rm -rf /"}])
+    # the fake engine never shows the containers the scaler "started": only the cooldown (longer than
+    # a run waits under the lock) keeps the replay from acting again; no deferred run in a test
+    sh.write_spec(world.specs, world.service, world.project, heal={"cooldown": "60s"})
     run = lambda: runtime.execute(fast=lambda argv: heal.run(
         stdin=io.TextIOWrapper(io.BytesIO(payload.encode())), specs=world.specs, audit_log=world.audit,
-        conn={"consul_addr": world.agent.addr}, environ={"MEDIC_CACHE_DIR": "", "CONSUL_INDEX": "42"},
+        conn={"consul_addr": world.agent.addr},
+        environ={"MEDIC_CACHE_DIR": "", "CONSUL_INDEX": "42", "MEDIC_DEFER": "off"},
         engine_factory=_FakeEngine, scaler_factory=factory), argv=[])
     out = run()
     assert out.status == Status.OK and calls == [world.service], out.text
@@ -276,7 +281,7 @@ def test_failing_node_check_looks_at_every_spec(world):
                            "Status": "critical", "ServiceID": "", "ServiceName": ""}])
     out = runtime.execute(fast=lambda argv: heal.run(
         stdin=io.TextIOWrapper(io.BytesIO(payload.encode())), specs=world.specs, audit_log=world.audit,
-        conn={"consul_addr": world.agent.addr}, environ={"MEDIC_CACHE_DIR": ""},
+        conn={"consul_addr": world.agent.addr}, environ={"MEDIC_CACHE_DIR": "", "MEDIC_DEFER": "off"},
         engine_factory=_FakeEngine, scaler_factory=factory), argv=[])
     assert out.status == Status.OK and calls == [world.service], out.text
 

@@ -18,7 +18,7 @@ def watching_agent(consul_factory, tmp_path, unique):
     service = "heal-%s.example" % unique
     # a real server with a data dir (not -dev): API-registered services persist across reloads
     agent = consul_factory(start=False, dev=False, config={"server": True, "bootstrap_expect": 1},
-                           env={"MEDIC_NOTIFY": "off", "MEDIC_CACHE_DIR": ""})
+                           env={"MEDIC_NOTIFY": "off", "MEDIC_CACHE_DIR": "", "MEDIC_DEFER": "off"})
     args = [os.path.join(support.BIN, "medic-heal"), "--specs", str(tmp_path / "specs"),
             "--audit-log", str(tmp_path / "audit.jsonl"), "--consul-addr", agent.addr]
     with open(os.path.join(agent.config_dir, "10-watches.json"), "w") as f:
@@ -113,7 +113,8 @@ def test_ten_concurrent_runs_one_action(consul_agent, make_world):
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     recs = w.records()
-    assert len(recs) == 10
+    # every run wrote at least one record; a holder that found a dirty mark looked again (one more)
+    assert len({r["pid"] for r in recs}) == 10 and len(recs) >= 10
     assert len(w.scale_actions()) == 1, [r["decision"] for r in recs]
     assert {r["decision"] for r in recs} <= {"heal", "skip", "hold"}
     assert len(w.running()) == 3

@@ -1,19 +1,18 @@
 """Channels against a real local HTTP receiver and real subprocesses."""
 import json
-import os
 import time
 
 import pytest
 import responses
 
-from handlers import channels, notify_core
+from handlers import channels, notify_message
 from support_notify import Receiver, hook_argv, hook_messages
 
 SECRET = "s3cr3t-webhook-token-9f2c"
 MSG = {"kind": "critical", "service": "www.example.com", "env": "live", "state": "critical", "previous": "passing",
        "live": 1, "desired": 3, "action": "heal", "reason": "2 of 3 missing", "audit_ref": "r1",
        "check": "medic:www.example.com", "reminder": False, "source": "watch", "time": 1.0, "host": "mon1"}
-DOC = notify_core.document(MSG)
+DOC = notify_message.document(MSG)
 
 
 @pytest.fixture
@@ -38,7 +37,7 @@ def test_webhook_posts_json_with_header_token(token_file):
         (req,) = rx.requests
         assert req["path"] == "/hook/T0/B0"
         assert req["headers"]["Authorization"] == "Bearer " + SECRET
-        assert json.loads(req["body"]) == json.loads(notify_core.dumps(DOC))
+        assert json.loads(req["body"]) == json.loads(notify_message.dumps(DOC))
         assert SECRET not in req["body"]
 
 
@@ -49,7 +48,7 @@ def test_webhook_custom_header_and_short_format(token_file):
         assert channels.send_one(ch, MSG, DOC).ok
         (req,) = rx.requests
         assert req["headers"]["X-Hook-Token"] == SECRET and "Authorization" not in req["headers"]
-        assert json.loads(req["body"]) == {"text": notify_core.short_text(MSG)}
+        assert json.loads(req["body"]) == {"text": notify_message.short_text(MSG)}
 
 
 def test_webhook_500_is_retried_with_backoff():
@@ -134,11 +133,11 @@ def test_command_channel_stdin_and_env(tmp_path, monkeypatch):
     r = channels.send_one(fast({"type": "command", "argv": hook_argv(out), "env": {"SMS_TO": "+100"}}), MSG, DOC)
     assert r.ok and r.attempts == 1
     (m,) = hook_messages(out)
-    assert m["stdin"] == notify_core.short_text(MSG) + "\n"
+    assert m["stdin"] == notify_message.short_text(MSG) + "\n"
     env = m["env"]
     assert env["MEDIC_KIND"] == "critical" and env["MEDIC_SERVICE"] == "www.example.com"
     assert env["MEDIC_LIVE"] == "1" and env["MEDIC_DESIRED"] == "3" and env["MEDIC_ENV"] == "live"
-    assert env["MEDIC_MESSAGE"] == notify_core.short_text(MSG) and env["SMS_TO"] == "+100"
+    assert env["MEDIC_MESSAGE"] == notify_message.short_text(MSG) and env["SMS_TO"] == "+100"
     assert "CONSUL_HTTP_TOKEN" not in env and "MEDIC_SOMETHING_ELSE" not in env
     assert "consul-secret-token-77" not in json.dumps(m)
 
@@ -164,7 +163,7 @@ def test_command_channel_timeout_kills_it(tmp_path):
                                 "retries": 0}), MSG, DOC)
     assert not r.ok and r.error == "timeout after 0.5s" and time.monotonic() - start < 10
     time.sleep(0.2)
-    assert hook_messages(out) == [] if os.path.isdir(out) else True  # killed before it wrote
+    assert hook_messages(out) == []  # killed before it wrote (hook_messages is [] without the directory)
 
 
 def test_command_channel_missing_program_is_not_retried(tmp_path):
@@ -177,7 +176,7 @@ def test_log_channel(tmp_path):
     assert channels.send_one({"type": "log", "path": str(p)}, MSG, DOC).ok
     assert channels.send_one({"type": "log", "path": str(p), "format": "json"}, MSG, DOC).ok
     lines = p.read_text().splitlines()
-    assert lines[0] == notify_core.short_text(MSG) and json.loads(lines[1])["service"] == "www.example.com"
+    assert lines[0] == notify_message.short_text(MSG) and json.loads(lines[1])["service"] == "www.example.com"
 
 
 def test_send_all_runs_channels_in_parallel_and_filters_kinds(tmp_path):
@@ -190,3 +189,22 @@ def test_send_all_runs_channels_in_parallel_and_filters_kinds(tmp_path):
         # the fast channel was served while the slow one still waited for its 3 s timeout
         assert rx.count() == 1 and rx.requests[0]["time"] < slow.requests[0]["time"] + 3
         assert not (tmp_path / "l").exists()
+
+
+@pytest.mark.parametrize("reason", ["disk\x00full", "x" * (5 * 1024 * 1024)], ids=["nul", "5MB"])
+def test_command_channel_survives_hostile_reason(tmp_path, reason):
+    """A NUL (exec refuses it in the environment) or a 5 MB reason (E2BIG): sanitised and cut, still sent."""
+    from handlers import notify_rules
+    alert = notify_rules.AlertState("www.example.com", "heal", "heal_failed", "heal_failed", 1, 3, None,
+                                    "heal", reason, "r1", (), {}, "event")
+    verdict = notify_rules.Verdict(True, "heal_failed", {}, "none -> heal_failed", False)
+    msg = notify_message.message(alert, verdict, "live", now=1.0, host="mon1")
+    out = str(tmp_path / "hook")
+    for fmt in ("short", "json"):
+        r = channels.send_one(fast({"type": "command", "argv": hook_argv(out), "format": fmt}), msg,
+                              notify_message.document(msg, alert))
+        assert r.ok, r.error
+    first, second = hook_messages(out)
+    assert "\x00" not in first["env"]["MEDIC_REASON"] and len(first["env"]["MEDIC_REASON"]) <= notify_message.ENV_MAX
+    assert json.loads(second["stdin"])["reason"].startswith(reason[:10].replace("\x00", " "))
+    assert len(json.loads(second["stdin"])["reason"]) <= notify_message.REASON_MAX

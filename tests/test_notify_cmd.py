@@ -170,7 +170,7 @@ def test_consul_down_sends_nothing_and_audits(world):
     env = dict(w.env, CONSUL_HTTP_ADDR="http://127.0.0.1:%d" % support.free_port(), MEDIC_CONSUL_TIMEOUT="1")
     r = support.run_medic("medic-notify", ["watch", "--specs", w.specs],
                           input=json.dumps([check(w.svc, "critical", 0)]), env=env)
-    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: reading medic/default/notify/")
+    assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: cannot read KV medic/default/notify/")
     assert kinds(w) == [] and hook_kinds(w) == []
     (rec,) = audit.read(w.audit)
     assert rec["result"] == "error" and rec["decision"] == "none"
@@ -351,3 +351,20 @@ def test_event_for_a_service_without_spec_uses_the_global_file(world, tmp_path):
     assert kinds(w) == ["circuit_open"]
     (rec,) = [x for x in audit.read(w.audit) if x.get("service") == "nospec-" + w.svc]
     assert rec["note"].startswith("spec not used: ") and rec["result"] == "sent"
+
+
+@pytest.mark.parametrize("stored", [b'{"state": 5, "index": "x"}', b"\xffgarbage", b"[1, 2]"],
+                         ids=["wrong-types", "garbage", "not-object"])
+def test_unreadable_record_is_unknown_said_once_and_replaced(world, stored):
+    w = world
+    key = keys.key(None, "notify", w.svc, "medic:" + w.svc)
+    client = settings.make_client(settings.resolve(w.agent.addr, environ={}))
+    client.kv.put(key, stored)
+    r = w.watch(check(w.svc, "critical", 0, index=20))
+    assert r.returncode == 0 and "1 message(s) sent" in r.stdout and "stored record unreadable" in r.stdout, r.stdout
+    assert kinds(w) == ["critical"]
+    assert kv_record(w.agent, key)["state"] == "critical"  # overwritten with CAS
+    r = w.watch(check(w.svc, "critical", 0, index=21))
+    assert "0 message(s) sent" in r.stdout and "unreadable" not in r.stdout, r.stdout  # said once
+    recs = [x for x in audit.read(w.audit) if x.get("kind") == "notification"]
+    assert [bool(x.get("unreadable")) for x in recs] == [True, False]

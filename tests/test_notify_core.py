@@ -4,7 +4,7 @@ import json
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from handlers import notify_core as core
+from handlers import notify_core, notify_message as message_mod, notify_rules as core
 from handlers.spec import HEAL_DEFAULTS, HealPolicy
 from watches import checks as checks_payload
 
@@ -47,54 +47,54 @@ def test_observe_checks_filters_and_aggregates():
 
 def test_transitions_only():
     now = 1000.0
-    d = core.decide(None, obs_of("warning", OUT_WARN, 10), now, POLICY)
+    d = core.judge(None, obs_of("warning", OUT_WARN, 10), now, POLICY)
     assert d.send and d.kind == "warning" and d.record["state"] == "warning" and d.record["index"] == 10
     rec = d.record
     # the same payload again (consul reload, second node): nothing
-    d2 = core.decide(rec, obs_of("warning", OUT_WARN, 10), now + 5, POLICY)
+    d2 = core.judge(rec, obs_of("warning", OUT_WARN, 10), now + 5, POLICY)
     assert not d2.send and d2.record is None and "unchanged" in d2.reason
     # newer index, same state (output changed): nothing, index remembered
-    d3 = core.decide(rec, obs_of("warning", OUT_WARN, 11), now + 6, POLICY)
+    d3 = core.judge(rec, obs_of("warning", OUT_WARN, 11), now + 6, POLICY)
     assert not d3.send and d3.record["index"] == 11
-    d4 = core.decide(d3.record, obs_of("critical", OUT_CRIT, 12), now + 7, POLICY)
+    d4 = core.judge(d3.record, obs_of("critical", OUT_CRIT, 12), now + 7, POLICY)
     assert d4.send and d4.kind == "critical" and d4.reason == "warning -> critical"
-    d5 = core.decide(d4.record, obs_of("passing", OUT_OK, 13), now + 8, POLICY)
+    d5 = core.judge(d4.record, obs_of("passing", OUT_OK, 13), now + 8, POLICY)
     assert d5.send and d5.kind == "recovered"
 
 
 def test_never_notified_passing_says_nothing_and_writes_nothing():
-    d = core.decide(None, obs_of("passing", OUT_OK), 1.0, POLICY)
+    d = core.judge(None, obs_of("passing", OUT_OK), 1.0, POLICY)
     assert not d.send and d.record is None
 
 
 def test_stale_payload_is_ignored():
     rec = {"state": "passing", "index": 20, "since": 1.0, "sent": 1.0}
-    d = core.decide(rec, obs_of("critical", OUT_CRIT, 19), 5.0, POLICY)
+    d = core.judge(rec, obs_of("critical", OUT_CRIT, 19), 5.0, POLICY)
     assert not d.send and d.record is None and d.reason.startswith("stale")
     # same index but a different state: a heal event has overtaken that payload
-    d = core.decide(rec, obs_of("critical", OUT_CRIT, 20), 5.0, POLICY)
+    d = core.judge(rec, obs_of("critical", OUT_CRIT, 20), 5.0, POLICY)
     assert not d.send and d.reason.startswith("stale")
 
 
 def test_reminders():
     pol = POLICY._replace(remind_every=600.0)
-    rec = core.decide(None, obs_of("critical", OUT_CRIT), 1000.0, pol).record
-    assert not core.decide(rec, obs_of("critical", OUT_CRIT), 1599.0, pol).send
-    d = core.decide(rec, obs_of("critical", OUT_CRIT), 1600.0, pol)
+    rec = core.judge(None, obs_of("critical", OUT_CRIT), 1000.0, pol).record
+    assert not core.judge(rec, obs_of("critical", OUT_CRIT), 1599.0, pol).send
+    d = core.judge(rec, obs_of("critical", OUT_CRIT), 1600.0, pol)
     assert d.send and d.reminder and d.record["sent"] == 1600.0 and d.record["since"] == 1000.0
-    assert not core.decide(d.record, obs_of("critical", OUT_CRIT), 1700.0, pol).send
+    assert not core.judge(d.record, obs_of("critical", OUT_CRIT), 1700.0, pol).send
     # no reminders for a state that is fine
-    ok = core.decide(rec, obs_of("passing", OUT_OK, 11), 1601.0, pol).record
-    assert not core.decide(ok, obs_of("passing", OUT_OK, 11), 9999.0, pol).send
+    ok = core.judge(rec, obs_of("passing", OUT_OK, 11), 1601.0, pol).record
+    assert not core.judge(ok, obs_of("passing", OUT_OK, 11), 9999.0, pol).send
 
 
 def test_recovery_off_and_kind_filter_still_record_the_state():
-    d = core.decide({"state": "critical", "index": 1}, obs_of("passing", OUT_OK, 2), 5.0,
+    d = core.judge({"state": "critical", "index": 1}, obs_of("passing", OUT_OK, 2), 5.0,
                     POLICY._replace(recovery=False))
     assert not d.send and d.record["state"] == "passing" and "off" in d.reason
-    d = core.decide(None, obs_of("warning", OUT_WARN), 5.0, POLICY._replace(kinds=("critical",)))
+    d = core.judge(None, obs_of("warning", OUT_WARN), 5.0, POLICY._replace(kinds=("critical",)))
     assert not d.send and d.record["state"] == "warning"
-    d = core.decide(None, obs_of("warning", OUT_WARN), 5.0, POLICY._replace(enabled=False))
+    d = core.judge(None, obs_of("warning", OUT_WARN), 5.0, POLICY._replace(enabled=False))
     assert not d.send and d.record["state"] == "warning"
 
 
@@ -106,36 +106,36 @@ def ev(kind, **kw):
 
 
 def test_heal_events():
-    d = core.decide(None, ev("healed"), 1.0, POLICY)
+    d = core.judge(None, ev("healed"), 1.0, POLICY)
     assert d.send and d.record["state"] == "healed" and d.record["ref"] == "r1"
-    assert not core.decide(d.record, ev("healed"), 2.0, POLICY).send  # the same heal twice
-    assert core.decide(d.record, ev("healed", audit_ref="r2"), 3.0, POLICY).send  # a new heal
-    c = core.decide(d.record, ev("circuit_open", audit_ref="r3"), 4.0, POLICY)
+    assert not core.judge(d.record, ev("healed"), 2.0, POLICY).send  # the same heal twice
+    assert core.judge(d.record, ev("healed", audit_ref="r2"), 3.0, POLICY).send  # a new heal
+    c = core.judge(d.record, ev("circuit_open", audit_ref="r3"), 4.0, POLICY)
     assert c.send and c.kind == "circuit_open"
     # medic-heal holding on an open circuit every run: one page, not one per run
-    assert not core.decide(c.record, ev("circuit_open", audit_ref="r4"), 5.0, POLICY).send
-    f = core.decide(c.record, ev("heal_failed"), 6.0, POLICY)
-    assert f.send and not core.decide(f.record, ev("heal_failed", audit_ref="r5"), 7.0, POLICY).send
+    assert not core.judge(c.record, ev("circuit_open", audit_ref="r4"), 5.0, POLICY).send
+    f = core.judge(c.record, ev("heal_failed"), 6.0, POLICY)
+    assert f.send and not core.judge(f.record, ev("heal_failed", audit_ref="r5"), 7.0, POLICY).send
 
 
 def test_a_reset_circuit_that_opens_again_is_news():
-    c1 = core.decide(None, ev("circuit_open")._replace(circuit="1700000000.0"), 1.0, POLICY)
+    c1 = core.judge(None, ev("circuit_open")._replace(circuit="1700000000.0"), 1.0, POLICY)
     assert c1.send and c1.record["circuit"] == "1700000000.0"
-    again = core.decide(c1.record, ev("circuit_open")._replace(circuit="1700000000.0"), 2.0, POLICY)
+    again = core.judge(c1.record, ev("circuit_open")._replace(circuit="1700000000.0"), 2.0, POLICY)
     assert not again.send  # the same circuit, told twice
-    c2 = core.decide(c1.record, ev("circuit_open")._replace(circuit="1700000900.0"), 3.0, POLICY)
+    c2 = core.judge(c1.record, ev("circuit_open")._replace(circuit="1700000900.0"), 3.0, POLICY)
     assert c2.send and c2.reason.startswith("a new open circuit") and c2.record["circuit"] == "1700000900.0"
     # a page sent before the marker was readable: learn the identity, do not page again
-    plain = core.decide(None, ev("circuit_open"), 1.0, POLICY).record
-    learn = core.decide(plain, ev("circuit_open")._replace(circuit="5.0"), 2.0, POLICY)
+    plain = core.judge(None, ev("circuit_open"), 1.0, POLICY).record
+    learn = core.judge(plain, ev("circuit_open")._replace(circuit="5.0"), 2.0, POLICY)
     assert not learn.send and learn.record["circuit"] == "5.0"
 
 
 def test_check_events_share_the_watch_slot():
     o = ev("critical")
     assert (o.slot, o.state, o.index) == ("medic:www.example.com", "critical", None)
-    rec = core.decide(None, obs_of("critical", OUT_CRIT, 10), 1.0, POLICY).record
-    assert not core.decide(rec, o, 2.0, POLICY).send  # the watch already told
+    rec = core.judge(None, obs_of("critical", OUT_CRIT, 10), 1.0, POLICY).record
+    assert not core.judge(rec, o, 2.0, POLICY).send  # the watch already told
     assert ev("recovered").state == "passing"
 
 
@@ -173,10 +173,10 @@ def msg_of(**kw):
 
 
 def test_short_text():
-    assert core.short_text(msg_of()) == "MEDIC CRITICAL live www.example.com 1/3 action: heal - 2 of 3 missing"
-    assert core.short_text(msg_of(kind="circuit_open", env=None, live=None, reminder=True)) == \
+    assert message_mod.short_text(msg_of()) == "MEDIC CRITICAL live www.example.com 1/3 action: heal - 2 of 3 missing"
+    assert message_mod.short_text(msg_of(kind="circuit_open", env=None, live=None, reminder=True)) == \
         "MEDIC CIRCUIT OPEN (reminder) www.example.com ?/3 action: heal - 2 of 3 missing"
-    long = core.short_text(msg_of(service="s" * 127, reason="r" * 500))
+    long = message_mod.short_text(msg_of(service="s" * 127, reason="r" * 500))
     assert len(long) <= 160 and "1/3 action: heal" in long and "..." in long
 
 
@@ -186,7 +186,7 @@ def test_short_text():
        live=st.none() | st.integers(0, 10 ** 6), desired=st.none() | st.integers(0, 10 ** 6),
        action=st.none() | st.text(max_size=300), reason=st.none() | st.text(max_size=500), reminder=st.booleans())
 def test_short_text_always_fits_an_sms(kind, service, env, live, desired, action, reason, reminder):
-    text = core.short_text(dict(kind=kind, service=service, env=env, live=live, desired=desired, action=action,
+    text = message_mod.short_text(dict(kind=kind, service=service, env=env, live=live, desired=desired, action=action,
                                 reason=reason, reminder=reminder))
     assert len(text) <= 160
     assert all(32 <= ord(c) < 127 for c in text)
@@ -197,15 +197,15 @@ def test_document_and_env_vars():
     o = ev("heal_failed", details={"instances": [{"id": "web-1", "status": "critical"}],
                                    "failing_checks": [{"check_id": "service:web-1", "output": "503"}],
                                    "decision": "heal(3)", "compose_exit": 1})
-    d = core.decide(None, o, 1700000000.0, POLICY)
-    m = core.message(o, d, "live", None, None, 1700000000.0, "mon1")
-    doc = core.document(m, o)
+    d = core.judge(None, o, 1700000000.0, POLICY)
+    m = message_mod.message(o, d, "live", None, None, 1700000000.0, "mon1")
+    doc = message_mod.document(m, o)
     assert doc["kind"] == "heal_failed" and doc["time"] == "2023-11-14T22:13:20Z"
     assert doc["instances"] == [{"id": "web-1", "status": "critical"}]
     assert doc["checks"] == [{"check_id": "service:web-1", "output": "503"}]
     assert doc["decision"] == "heal(3)" and doc["details"] == {"compose_exit": 1}
-    assert doc["short"] == core.short_text(m) and json.loads(core.dumps(doc))["audit_ref"] == "r1"
-    envs = core.env_vars(m)
+    assert doc["short"] == message_mod.short_text(m) and json.loads(message_mod.dumps(doc))["audit_ref"] == "r1"
+    envs = message_mod.env_vars(m)
     assert envs["MEDIC_KIND"] == "heal_failed" and envs["MEDIC_LIVE"] == "1" and envs["MEDIC_MESSAGE"] == doc["short"]
     assert all(isinstance(v, str) for v in envs.values())
 
@@ -217,10 +217,10 @@ def test_default_action():
         pass
     s = S()
     s.heal = heal
-    assert core.default_action("critical", s) == "heal"
-    assert core.default_action("warning", s) == "none: a human must look"
+    assert message_mod.default_action("critical", s) == "heal"
+    assert message_mod.default_action("warning", s) == "none: a human must look"
     s.heal = heal._replace(enabled=False)
-    assert core.default_action("critical", s) == "none (heal disabled)"
+    assert message_mod.default_action("critical", s) == "none (heal disabled)"
 
 
 @hsettings(max_examples=300, deadline=None)
@@ -239,7 +239,7 @@ def test_one_message_per_transition_whatever_the_replays(states, replays):
     record, sent, now = None, [], 1000.0
     for p, fresh in stream:
         now += 1
-        d = core.decide(record, p, now, POLICY)
+        d = core.judge(record, p, now, POLICY)
         if d.record is not None:
             record = d.record
         if d.send:
@@ -251,3 +251,8 @@ def test_one_message_per_transition_whatever_the_replays(states, replays):
             expected.append({"passing": "recovered"}.get(s, s))
         last = s
     assert sent == expected
+
+
+def test_old_names_still_resolve_to_the_renamed_ones():
+    assert notify_core.decide is core.judge and notify_core.Decision is core.Verdict
+    assert notify_core.Observation is core.AlertState and notify_core.short_text is message_mod.short_text

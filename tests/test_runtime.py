@@ -75,10 +75,21 @@ def test_timeout_is_unknown_one_line():
     assert r.stdout.splitlines() == ["MEDIC UNKNOWN - timeout: deadline exceeded"]
 
 
-def test_help_exits_unknown():
-    r = run("--help")
-    assert r.returncode == 3
-    assert "Usage:" in r.stdout
+def test_help_and_version_exit_ok_for_a_tool():
+    for flag in ("--help", "-h"):
+        r = run(flag)
+        assert r.returncode == 0 and "Usage:" in r.stdout and "Exit states:" in r.stdout, r
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("medic-test (consul-medic) "), r
+
+
+def test_help_of_a_monitoring_plugin_exits_unknown():
+    import click
+
+    def build():
+        return click.Command("x", callback=lambda: Outcome(Status.OK, "ok"))
+    build.__module__ = "handlers.check"
+    assert runtime.help_status(build) == Status.UNKNOWN and runtime.execute(build, argv=["-h"]).status == 3
 
 
 def test_bad_deadline_env_is_unknown():
@@ -86,6 +97,7 @@ def test_bad_deadline_env_is_unknown():
                        env={"MEDIC_DEADLINE": "soon", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 3
     assert r.stdout.startswith("MEDIC UNKNOWN - MEDIC_DEADLINE must be seconds")
+    assert len(r.stdout.splitlines()) == 1
 
 
 def test_domain_errors_name_their_kind():

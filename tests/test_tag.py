@@ -51,15 +51,14 @@ def test_role_tag_survives_resyncs_and_a_registrar_restart(docker_client, demo_i
         health = "/v1/health/service/redis-" + unique
         time.sleep(1.0)
         idx = sr.index_of(agent, health)
-        n = len(d.records("resync"))
-        support.wait_for(lambda: len(d.records("resync")) >= n + 4, timeout=30, what="4 resyncs")
+        n = len(d.resyncs())
+        support.wait_for(lambda: len(d.resyncs()) >= n + 4, timeout=30, what="4 resyncs")
         assert sorted(sr.services(agent)[sid]["Tags"]) == ["master", "redis"]
         assert sr.index_of(agent, health) == idx, "a resync rewrote the re-tagged instance"
         # registrar restart
         assert d.stop()[0] == 0
         d = sr.Daemon(agent.addr, unique, resync=0.5, audit_log=audit_log).start()
-        support.wait_for(lambda: len([r for r in d.records("resync") if r["pid"] == d.proc.pid]) >= 3,
-                         timeout=30, what="resyncs of the new registrar")
+        support.wait_for(lambda: len(d.resyncs()) >= 3, timeout=30, what="resyncs of the new registrar")
         assert sorted(sr.services(agent)[sid]["Tags"]) == ["master", "redis"]
         assert sr.index_of(agent, health) == idx
         # the container restarts on a new port: re-registered, the role kept
@@ -136,6 +135,9 @@ def test_service_not_on_this_agent_records_the_role_and_warns(consul_factory, un
     (["x:y:80", "--add", "a", "--remove", "a"], "usage: tag a is both added and removed"),
     (["a/b", "--add", "m"], "usage: service ID 'a/b': must be non-empty and contain no '/'"),
     (["x:y:80", "--add", " , "], "usage: --add needs a non-empty tag"),
+    (["x:y:80", "--add", "ma\u200fster"], "usage: --add tag 'ma?ster': printable, at most 255 characters"),
+    (["x:y:80", "--remove", "t" * 300], "usage: --remove tag '%s...': printable, at most 255 characters" % ("t" * 80)),
+    (["x:y:80", "--add", ",".join("t%d" % i for i in range(70))], "usage: --add: 70 tags, at most 64"),
     ([], "usage: Missing argument 'SERVICE_ID'."),
 ])
 def test_usage_errors(args, msg):
@@ -148,3 +150,17 @@ def test_consul_down_is_unknown():
     r = support.run_medic("medic-tag", ["x:y:80", "--add", "m", "--consul-addr", "127.0.0.1:%d" % port,
                                         "--consul-timeout", "1"])
     assert r.returncode == 3 and r.stdout.startswith("MEDIC UNKNOWN - consul: cannot connect")
+
+
+def test_malformed_and_concurrent_role_records(consul_factory, unique, tmp_path):
+    """An unreadable record is replaced (said in the output); concurrent runs all land (check-and-set)."""
+    import concurrent.futures
+    agent = consul_factory(node="medic-tagc-" + unique)
+    sid = "nowhere:%s:80" % unique
+    agent.api("/v1/kv/" + keys.key(None, "roles", sid), "PUT", "not json")
+    r = tag(agent, sid, "--add", "a", tmp_path=tmp_path)
+    assert r.returncode == 1 and role(agent, sid) == {"add": ["a"], "remove": []}, r.stdout
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda t: tag(agent, sid, "--add", t, tmp_path=tmp_path), ["b", "c", "d", "e"]))
+    assert [x.returncode for x in runs] == [1, 1, 1, 1], [x.stdout for x in runs]
+    assert sorted(role(agent, sid)["add"]) == ["a", "b", "c", "d", "e"]

@@ -3,8 +3,10 @@
 Each module turns a watch handler's stdin JSON into typed, immutable objects, or
 raises `watches.PayloadError` with one line naming the JSON path that is wrong.
 No I/O, no Consul, no Docker.
+
+Layering: watches/ sits at the bottom with handlers' base modules. It imports only
+`handlers.errors` (stdlib-only, no side effects), for the one `PayloadError` class
+(a MedicError and a ValueError), and nothing else from handlers
+(tests/test_architecture.py enforces it).
 """
-
-
-class PayloadError(ValueError):
-    """A watch payload that is not what its watch type sends."""
+from handlers.errors import PayloadError  # noqa: F401  (the one definition; re-exported here)

@@ -26,9 +26,15 @@ def decode(data):
     if not data.strip():
         raise PayloadError("payload is empty")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:  # e.g. 100,000 nested lists: one clear line, not an internal error
+        raise PayloadError("payload is nested too deeply to be a watch payload") from None
     except ValueError as e:
         raise PayloadError("payload is not JSON: %s" % e) from None
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a JSON number" % name)
 
 
 def field(obj, key, kind, path, default=None, required=True):

@@ -1,0 +1,238 @@
+"""One service, one medic-heal run: lock -> observe -> decide -> act -> record.
+
+    heal_service(run, spec) -> Result
+
+1. lock     the service's Consul session lock (non-blocking). Held by another heal run: mark
+            the service dirty (recheck.py) and try once more; the holder looks again before it
+            lets go. Held by a dead process on this host: its session is destroyed at once.
+            Held by a rollout, failover or drain: hold "rollout in progress", look again later.
+2. observe  the pause (an operator's "hands off" ends here), the history, Consul
+            (consistent) and the engine, fresh.
+3. decide   decide.decide(): pure.
+4. act      the scaler, only for a heal.
+5. record   history (CAS) and ONE audit record per round, built at the end from values
+            that no longer change.
+
+A hold that ends by itself (Decision.until) is looked at again at its end: a run that handles
+one service keeps the lock and waits (at most WAIT_BOUND, woken early by a dirty mark);
+otherwise it arranges one deferred run. The exit state comes from the Decision and the act.
+"""
+import os
+from collections import namedtuple
+
+from .errors import MedicError
+from .status import Status
+
+WAIT_BOUND = 15.0   # a hold ending within this is waited for under the lock (one-service runs)
+MAX_ROUNDS = 6      # observe -> decide rounds per service per run
+MAX_DEFER = 3600.0  # a hold ending later than this is left to the reconcile check
+DEFER_SLACK = 0.2   # a deferred run starts this long after the hold's end
+OPERATIONS = {"rollout": "rollout in progress", "failover": "failover in progress", "drain": "drain in progress"}
+
+Result = namedtuple("Result", "service status line decision")
+
+
+def heal_service(run, sp):
+    """-> Result. Never raises MedicError: a failure is an 'error' record and UNKNOWN."""
+    from . import diagnose, lock, recheck
+
+    t0 = run.monotonic()
+    st = None
+    try:
+        st = run.settings(sp)
+        consul = run.consul(st)
+        if run.dry_run:
+            return _finish(run, sp, consul, _round(run, sp, consul, t0), waited=False)
+        result = None
+        for _ in range(MAX_ROUNDS):
+            lk = lock.ServiceLock(consul.client, run.env, sp.service, "heal", renew_client=consul.renew_client)
+            got = lk.acquire()
+            if not got:
+                dead = lk.free_if_dead()
+                if dead is not None:
+                    run.audit(_base(run, sp, t0, decision="unlock", reason=(
+                        "freed the lock of a dead holder on this host (pid %s, %s, since %s)"
+                        % (dead.get("pid"), dead.get("operation"), dead.get("since"))), holder=dead))
+                    got = lk.acquire()
+            if not got:
+                return result or _held(run, sp, consul, lk, t0)
+            try:
+                result = _rounds(run, sp, consul, t0)
+            finally:
+                lk.release()
+            if not recheck.take_dirty(consul.client, run.env, sp.service):
+                break
+        return result
+    except MedicError as e:
+        why = ("" if e.kind == "error" else e.kind + ": ") + str(e)
+        if e.kind == "consul" and st is not None:
+            why = diagnose.cause(st, why) + why
+        run.audit(_base(run, sp, t0, decision="error", reason=why, result=None, argv=None))
+        return Result(sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why),
+                      None)
+
+
+def _held(run, sp, consul, lk, t0):
+    """The lock is held by someone alive: make sure someone looks again once it is free."""
+    from . import decide, lock, recheck
+
+    holder = lk.holder() or {}
+    op = holder.get("operation", "?")
+    where = "lock %s held by %s pid %s, %s" % (lock.lock_key(run.env, sp.service), holder.get("host", "?"),
+                                               holder.get("pid", "?"), op)
+    if op in OPERATIONS:
+        dec = decide.Decision("hold", None, "%s (%s)" % (OPERATIONS[op], where), None,
+                              until=run.clock() + WAIT_BOUND)
+        return _finish(run, sp, consul, (dec, _base(run, sp, t0, decision="hold", reason=dec.reason, holder=holder),
+                                         Status.OK),
+                       waited=False)
+    recheck.mark_dirty(consul.client, run.env, sp.service, run.clock())
+    reason = "another handler is on it (%s); marked dirty: it looks again before it lets go" % where
+    run.audit(_base(run, sp, t0, decision="skip", reason=reason, result=None, argv=None))
+    return Result(sp.service, Status.OK, "%s: skip: %s" % (sp.service, reason), None)
+
+
+def _rounds(run, sp, consul, t0):
+    """Observe -> decide -> act rounds under the lock while a short hold ends."""
+    from . import recheck
+
+    result = None
+    for i in range(MAX_ROUNDS):
+        recheck.clear_dirty(consul.client, run.env, sp.service)  # the observe below covers any mark
+        outcome = _round(run, sp, consul, t0)
+        dec = outcome[0]
+        wait = _wait_for(run, dec) if i < MAX_ROUNDS - 1 else None
+        result = _finish(run, sp, consul, outcome, waited=wait is not None)
+        if wait is None:
+            return result
+        recheck.wait_dirty(consul.client, run.env, sp.service, dec.until, run.clock)
+        t0 = run.monotonic()
+    return result
+
+
+def _wait_for(run, dec):
+    """Seconds to wait under the lock for this hold to end, or None."""
+    if dec.kind != "hold" or dec.until is None or not run.single:
+        return None
+    left = dec.until - run.clock()
+    if left <= 0 or left > WAIT_BOUND or run.monotonic() + left + 5.0 > run.deadline:
+        return None
+    return left
+
+
+def _round(run, sp, consul, t0):
+    """Pause, history, observe, decide, act -> (Decision, record dict, Status)."""
+    from . import decide, history, observe, pause
+
+    now = run.clock()
+    p = pause.read(consul.client, run.env, sp.service, now)
+    if p is not None:
+        dec = decide.Decision("hold", None, pause.describe(p), None, until=p.until)
+        return dec, _base(run, sp, t0, decision="hold", reason=dec.reason, paused=True), Status.OK
+    store = history.Store(consul.client, run.env, sp.service)
+    hist = store.load()
+    consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
+    now = run.clock()
+    dec = decide.decide(sp, obs, hist, now)
+    sc = run.scaler(sp) if dec.kind == "heal" else None
+    argv = sc.argv(dec.target) if sc is not None else None
+    rec = _base(run, sp, t0, decision=dec.kind, consul_index=consul_index, observed=dec.counts._asdict(),
+                target=dec.target, reason=dec.reason, settle=dec.settle, circuit=dec.circuit, stale=obs.stale,
+                containers=[{"name": c.name, "state": c.state, "passing": c.passing} for c in obs.containers][:50],
+                argv=argv)
+    if run.dry_run:
+        return dec, dict(rec, result="dry-run"), Status.OK
+    _bookkeeping(run, sp, store, hist, dec, now)
+    status = Status.WARNING if dec.suspended else Status.OK
+    if dec.kind == "heal":
+        res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
+        rec.update(result="ok" if res.ok else "failed", returncode=res.returncode, removed=res.removed,
+                   command_duration=round(res.duration, 3))
+        try:
+            store.update(lambda h: history.add_action(h, now, "replace" if dec.replace else "scale", dec.target,
+                                                      "started" if res.ok else "failed", run.index))
+        except MedicError as e:
+            # the action happened: say so (exit 1), never "nothing changed"; the next run's
+            # fresh observation sees the new containers as pending either way
+            rec["history_error"] = str(e)
+            status = Status.WARNING
+        if not res.ok:
+            status = Status.WARNING
+            rec["output"] = res.output
+            run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
+    return dec, rec, status
+
+
+def _bookkeeping(run, sp, store, hist, dec, now):
+    """History transitions (verdict, circuit, suspects) and the alerts they mean."""
+    from . import history
+
+    if not (dec.settle or dec.circuit or tuple(dec.suspects) != tuple(hist.suspects)):
+        return
+    store.update(lambda h: history.apply(h, dec, now))
+    if dec.settle in ("restored", "failed"):  # 'lost': killed from outside, a loss, not news of the heal
+        run.alert(sp, dec, "healed" if dec.settle == "restored" else "heal_failed",
+                  "last action %s: %s" % (dec.settle, dec.reason))
+    if dec.circuit == "open":
+        run.alert(sp, dec, "circuit_open", dec.reason, action="hold")
+
+
+def _finish(run, sp, consul, outcome, waited):
+    """Arrange the look at the hold's end, write the round's one record -> Result."""
+    from . import recheck
+
+    dec, rec, status = outcome
+    recheck_note = None
+    if dec.kind == "hold" and dec.until is not None and not run.dry_run:
+        left = dec.until - run.clock()
+        if waited:
+            recheck_note = "wait under the lock until the hold ends (%.1f s)" % left
+        elif left > MAX_DEFER:
+            recheck_note = "hold ends in %.0f s: left to the reconcile check" % left
+        elif not run.defer:
+            recheck_note = "deferred runs are off (MEDIC_DEFER=off): left to the watches and the reconcile check"
+        else:
+            recheck_note = recheck.arrange(consul.client, run.env, sp.service, max(dec.until, run.clock()) + DEFER_SLACK,
+                                           lambda at: run.spawn(sp, at), run.clock())
+    rec.update(until=dec.until, recheck=recheck_note)
+    rec.setdefault("result", None)
+    run.audit(rec)
+    return Result(sp.service, status, _line(sp, dec, rec), dec)
+
+
+def _base(run, sp, t0, **fields):
+    rec = {"service": sp.service, "env": run.env, "index": run.index, "dry_run": run.dry_run, "_t0": t0}
+    rec.update(fields)
+    return rec
+
+
+def _line(sp, dec, rec):
+    text = "%s: %s%s: %s" % (sp.service, dec.kind, "(%d)" % dec.target if dec.target is not None else "", dec.reason)
+    if rec.get("argv"):
+        text += " [%s]" % " ".join(rec["argv"])
+    result = rec.get("result")
+    if result == "dry-run":
+        tail = "dry-run: nothing changed"
+    elif result == "ok":
+        tail = "scaled in %.1f s" % rec["command_duration"]
+    elif result == "failed":
+        tail = "FAILED: %s" % ((rec.get("output") or "").strip().splitlines() or ["no output"])[-1][:200]
+    else:
+        tail = ""
+    return text + (" (%s)" % tail if tail else "")
+
+
+def child_env(environ, st, delay, deadline):
+    """The environment of a deferred run: the token travels here, never on its argv."""
+    env = dict(environ)
+    if st is not None and st.token:
+        env["CONSUL_HTTP_TOKEN"] = st.token
+        env.pop("CONSUL_HTTP_TOKEN_FILE", None)
+    env["MEDIC_DEADLINE"] = "%.0f" % (max(0.0, delay) + deadline)
+    env.pop("CONSUL_INDEX", None)
+    return env
+
+
+def exe_path(argv0):
+    exe = os.path.join(os.path.dirname(argv0 or ""), "medic-heal")
+    return exe if os.path.isfile(exe) else "medic-heal"

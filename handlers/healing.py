@@ -1,0 +1,276 @@
+"""medic-heal's run: which services, in which mode; then one healer per service (docs/medic-heal.md).
+
+    run(...) -> Outcome      modes: a watch payload on stdin | services | all_ | reset | pause |
+                             resume; not_before (a deferred run) sleeps until then first
+
+`Run` is what every service of one run shares, built once: environment, audit log, the
+Consul access per address, the engine (made on first use), the scaler and the way a
+deferred run is started. Every I/O part is injectable (`Parts`), so the whole orchestration
+runs against fakes in tests/fakes.py.
+"""
+import os
+import subprocess
+import sys
+import time
+from collections import namedtuple
+
+from . import audit as audit_mod
+from . import runtime
+from .errors import UsageError
+from .status import Outcome, Status
+
+DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
+ENGINE_TIMEOUT = 20.0
+MAX_IGNORED_LISTED = 5
+
+Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
+Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
+
+
+class ConsulAccess:
+    """One Consul address: a py-consul client (lock, history, pause, marks), a second one for the
+    lock's renewals, and the consistent health read (light transport: start-up counts)."""
+
+    def __init__(self, st):
+        from . import settings
+        self.st = st
+        self.client = settings.make_client(st)
+        self.renew_client = settings.make_client(st)
+
+    def instances(self, service):
+        from . import lighthttp, observe
+        with lighthttp.Connection(self.st) as conn:
+            return observe.consul_instances(conn, service)
+
+
+class LazyEngine:
+    """One engine client per run, made on first use."""
+
+    def __init__(self, factory=None):
+        self.factory, self.client = factory, None
+
+    def get(self):
+        if self.client is None:
+            from . import observe
+            self.client = (self.factory or (lambda: observe.engine_client(ENGINE_TIMEOUT)))()
+        return self.client
+
+    def close(self):
+        if self.client is not None and hasattr(self.client, "close"):
+            try:
+                self.client.close()
+            except Exception:
+                pass
+
+
+class Run:
+    """What every service of one run shares."""
+
+    def __init__(self, env, conn, environ, log, index, dry_run, parts, specs_dir):
+        self.env, self.conn, self.environ, self.log = env, conn, environ, log
+        self.index, self.dry_run, self.parts, self.specs_dir = index, dry_run, parts, specs_dir
+        self.clock, self.monotonic = parts.clock, parts.monotonic
+        self.engine = LazyEngine(parts.engine_factory)
+        self.deadline = self.monotonic() + _deadline(environ)
+        self.single = True
+        self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
+        self._settings, self._consul = {}, {}
+
+    def settings(self, sp):
+        if sp.service not in self._settings:
+            from . import settings
+            c = self.conn
+            st = settings.resolve(c.get("consul_addr"), c.get("token"), c.get("token_file"), c.get("timeout"),
+                                  spec_addr=sp.consul_addr, environ=self.environ)
+            if st.token:
+                self.log.secrets = tuple(set(self.log.secrets) | {st.token})
+            self._settings[sp.service] = st
+        return self._settings[sp.service]
+
+    def consul(self, st):
+        if st not in self._consul:
+            self._consul[st] = (self.parts.consul_factory or ConsulAccess)(st)
+        return self._consul[st]
+
+    def scaler(self, sp):
+        from . import scaler
+        return (self.parts.scaler_factory or scaler.for_spec)(sp, self.engine.get())
+
+    def audit(self, rec):
+        t0 = rec.pop("_t0", None)
+        if t0 is not None and "duration" not in rec:
+            rec["duration"] = round(self.monotonic() - t0, 3)
+        write_audit(self.log, rec)
+
+    def alert(self, sp, dec, kind, reason, action="heal"):
+        from . import alerts
+        counts = dec.counts
+        alerts.emit({"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
+                     "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
+                     "reason": reason}, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
+                    settings=self.settings(sp))
+
+    def spawn(self, sp, at):
+        """Start the deferred run (detached, own session) -> its pid."""
+        if not self.defer:
+            raise RuntimeError("deferred runs are off (MEDIC_DEFER=off)")
+        if self.parts.spawn is not None:
+            return self.parts.spawn(sp, at)
+        from . import healer
+        argv = [healer.exe_path(sys.argv[0]), "--service", sp.service, "--not-before", "%.3f" % at,
+                "--specs", self.specs_dir, "--audit-log", self.log.path]
+        if self.env:
+            argv += ["--env", self.env]
+        if self.conn.get("consul_addr"):
+            argv += ["--consul-addr", self.conn["consul_addr"]]
+        if self.conn.get("timeout") is not None:
+            argv += ["--consul-timeout", "%g" % self.conn["timeout"]]
+        env = healer.child_env(self.environ, self.settings(sp), at - self.clock(), DEADLINE)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env, start_new_session=True, close_fds=True)
+        return p.pid
+
+
+def _deadline(environ):
+    try:
+        v = float(environ.get("MEDIC_DEADLINE") or DEADLINE)
+        return v if 0 < v < 1e7 else DEADLINE
+    except ValueError:
+        return DEADLINE
+
+
+def _index(environ):
+    raw = (environ.get("CONSUL_INDEX") or "").strip()
+    return int(raw) if raw.isdigit() else (raw[:40] or None)
+
+
+def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_for=None, reason=None,
+        not_before=None, dry_run=False, audit_log=None, specs=None, env=None, conn=None, stdin=None, environ=None,
+        engine_factory=None, scaler_factory=None, clock=time.time, parts=None):
+    """The whole run -> Outcome."""
+    from . import heal_admin, heal_select, healer, settings, spec as spec_mod
+
+    environ = os.environ if environ is None else environ
+    parts = parts or Parts(engine_factory, scaler_factory, clock=clock)
+    env = settings.environment(env, environ)
+    modes = sum(1 for m in (bool(services), all_, bool(reset), bool(pause), bool(resume)) if m)
+    if modes > 1:
+        raise UsageError("use only one of --service, --all, --reset, --pause and --resume")
+    if (pause_for or reason) and not pause:
+        raise UsageError("--for and --reason go with --pause")
+    if not_before is not None and not services:
+        raise UsageError("--not-before goes with --service")
+    sel = None
+    if not modes:
+        if stdin is None or stdin.isatty():
+            raise UsageError("no payload: stdin is a terminal; use --service NAME, --all or a watch payload")
+        sel = heal_select.from_stream(stdin, env)
+        all_ = sel.all_
+    if not_before is not None:
+        _sleep_until(parts, not_before)
+    specs_dir = spec_mod.specs_dir(specs, environ)
+    loaded = spec_mod.load_dir(specs_dir, env)
+    tokens = [(conn or {}).get("token") or "", environ.get("CONSUL_HTTP_TOKEN", "")]
+    log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ), secrets=tokens)
+    ctx = Run(env, conn or {}, environ, log, _index(environ), dry_run, parts, specs_dir)
+
+    if reset:
+        return heal_admin.reset(ctx, _require(loaded, reset, specs_dir))
+    if pause:
+        return heal_admin.pause(ctx, _require(loaded, pause, specs_dir), pause_for, reason)
+    if resume:
+        sp = _require(loaded, resume, specs_dir)
+        lines = [heal_admin.resume(ctx, sp)]
+        return _summarise([healer.heal_service(ctx, sp)], lines)
+    if all_:
+        chosen = list(loaded.values())
+    elif services:
+        chosen = [_require(loaded, s, specs_dir) for s in dict.fromkeys(services)]
+        if not_before is not None:
+            from . import recheck
+            for sp in chosen:
+                recheck.done(ctx.consul(ctx.settings(sp)).client, env, sp.service, not_before)
+    else:
+        chosen = _named(ctx, sel, loaded, specs_dir)
+        if not chosen:
+            text = ("payload names no service" if not sel.names else
+                    "payload names %d service(s), none with a spec in %s: nothing to do" % (len(sel.names), specs_dir))
+            return Outcome(Status.OK, runtime.status_line(Status.OK, text))
+    if not chosen:
+        return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
+    results = []
+    ctx.single = len(chosen) == 1
+    if len(chosen) > 1:
+        chosen, quiet = _triage(ctx, chosen)
+        results += quiet
+    for sp in chosen:
+        results.append(healer.heal_service(ctx, sp))
+        if sel is not None and sp.service in sel.wake:
+            from . import recheck
+            recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
+    ctx.engine.close()
+    return _summarise(results)
+
+
+def _sleep_until(parts, at):
+    # import what a run needs first, so the start-up cost is paid before the hold ends
+    for mod in ("consul", "docker", "handlers.spec", "handlers.healer", "handlers.observe"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+    delay = at - parts.clock()
+    if delay > 0:
+        parts.sleep(delay)
+
+
+def _named(ctx, sel, loaded, specs_dir):
+    chosen = [loaded[n] for n in sel.names if n in loaded]  # exact names only
+    ignored = [n for n in sel.names if n not in loaded]
+    if ignored:
+        write_audit(ctx.log, {"service": None, "env": ctx.env, "index": ctx.index, "decision": "ignore",
+                              "dry_run": ctx.dry_run, "reason": "no spec for %d service(s) named in the %s payload"
+                              % (len(ignored), sel.kind), "ignored": [n[:130] for n in ignored[:MAX_IGNORED_LISTED]]})
+    return chosen
+
+
+def _triage(ctx, chosen):
+    from . import healer, triage
+    needs, quiet = triage.split(chosen, ctx.env, ctx.settings, ctx.engine, ctx.clock())
+    out = []
+    for sp, reason in quiet:
+        write_audit(ctx.log, {"service": sp.service, "env": ctx.env, "index": ctx.index, "dry_run": ctx.dry_run,
+                              "decision": "noop", "reason": reason, "triage": True, "result": None, "argv": None})
+        out.append(healer.Result(sp.service, Status.OK, "%s: noop: %s" % (sp.service, reason), None))
+    return needs, out
+
+
+def _require(loaded, name, specs_dir):
+    if name not in loaded:
+        raise UsageError("no spec in %s declares service %r" % (specs_dir, name[:130]))
+    return loaded[name]
+
+
+def write_audit(log, rec):
+    rec = dict({"kind": "heal"}, **rec)
+    try:
+        log.write(rec)
+    except OSError as e:
+        sys.stderr.write("medic-heal: cannot write audit log %s: %s\n" % (log.path, e.strerror or e))
+
+
+def _summarise(results, before=()):
+    status = max((r.status for r in results), default=Status.OK)
+    worst = next(r.line for r in results if r.status == status)
+    if len(results) == 1:
+        first = worst
+    else:
+        kinds = {}
+        for r in results:
+            kinds[r.status.name.lower()] = kinds.get(r.status.name.lower(), 0) + 1
+        first = "%d services (%s); worst: %s" % (len(results), ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items())),
+                                                 worst)
+    lines = [runtime.status_line(status, first)] + [runtime.status_line(Status.OK, b) for b in before]
+    if len(results) > 1:
+        lines += [r.line for r in results]
+    return Outcome(status, "\n".join(lines))

@@ -1,0 +1,100 @@
+"""medic-rollout's parts, built and joined: spec, Consul, engine, lock, pause, executor.
+
+    run(service, image=..., ...) -> Outcome
+
+Takes the service lock (`lock.held(..., "rollout")`) for the whole rollout, so medic-heal
+holds ("rollout in progress") and no second rollout, drain or failover runs. `--dry-run`
+takes no lock and changes nothing.
+"""
+import os
+import time
+
+from . import audit as audit_mod
+from . import runtime
+from .errors import UsageError
+from .status import Outcome, Status
+
+ENGINE_TIMEOUT = 60.0
+
+
+def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
+        dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
+        engine_factory=None):
+    from . import lighthttp, observe, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
+    from . import settings
+    from . import spec as spec_mod
+
+    environ = os.environ if environ is None else environ
+    conn = conn or {}
+    if bool(image) == bool(abort):
+        raise UsageError("give exactly one of --image IMAGE and --abort")
+    if image:
+        rollout_image.check_ref(image)
+        image = rollout_image.with_tag(image)
+    if deadline is not None and not deadline > 0:
+        raise UsageError("--deadline must be > 0 seconds")
+    env = settings.environment(env, environ)
+    specs_dir = spec_mod.specs_dir(specs, environ)
+    loaded = spec_mod.load_dir(specs_dir, env)
+    if service not in loaded:
+        raise UsageError("no spec in %s declares service %r" % (specs_dir, service[:130]))
+    sp = loaded[service]
+    if sp.scale.driver != "compose":
+        raise UsageError("%s: scale driver %s: medic-rollout drives compose services only (so far)"
+                         % (service, sp.scale.driver))
+    st = settings.resolve(conn.get("consul_addr"), conn.get("token"), conn.get("token_file"), conn.get("timeout"),
+                          spec_addr=sp.consul_addr, environ=environ)
+    log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
+                             secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
+    client = settings.make_client(st)
+    engine = (engine_factory or (lambda: observe.engine_client(ENGINE_TIMEOUT)))()
+
+    def audit(rec):
+        try:
+            log.write(dict(rec, env=env))
+        except OSError:
+            pass
+
+    def alert(reason, live):
+        from . import alerts
+        alerts.emit({"kind": "critical", "service": service, "env": env, "live": live, "desired": sp.instances,
+                     "action": "rollout", "reason": reason}, audit=log, specs=os.path.dirname(sp.path) or None,
+                    env=env, settings=st)
+
+    def paused():
+        try:
+            from . import pause
+        except ImportError:  # the pause module lands with medic-heal --pause; until then nothing pauses
+            return None
+        p = pause.read(client, env, service, time.time())
+        return pause.describe(p) if p else None
+
+    def record(ref):
+        return rollout_image.record_image(client, env, service, ref)
+
+    with lighthttp.Connection(st) as hconn:
+        driver = rollout_io.ComposeDriver(sp, engine, hconn)
+        store = rollout_state.Store(client, env, service)
+        out = rollout_exec.Progress(stream) if stream is not None else rollout_exec.Progress(open(os.devnull, "w"))
+        ex = rollout_exec.Executor(driver, store, sp.instances, service, out, audit=audit, alert=alert,
+                                   paused=paused, record=record,
+                                   lb=rollout_io.LbFile(lb_output) if lb_output else None,
+                                   deadline=deadline if deadline is not None else sp.heal.grace,
+                                   stop_timeout=stop_timeout, lb_timeout=lb_timeout)
+        try:
+            if dry_run:
+                return ex.run(image, abort=abort, dry_run=True)
+            with rollout_lock.held(client, env, service, "rollout", settings.make_client(st)) as got:
+                if not got:
+                    why = rollout_lock.holder_text(client, env, service)
+                    audit({"kind": "rollout", "what": "end", "service": service, "decision": "refuse",
+                           "result": "warning", "reason": why})
+                    return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, "%s: refused: %s"
+                                                                       % (service, why)))
+                return ex.run(image, abort=abort)
+        finally:
+            try:
+                engine.close()
+            except Exception:
+                pass
+

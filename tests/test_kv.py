@@ -1,0 +1,89 @@
+"""The Consul access layer's KV helper (check-and-set) and failure explanations, on a real agent."""
+import json
+import threading
+
+import pytest
+
+from handlers import consul_errors, kv, settings
+
+pytestmark = pytest.mark.consul
+
+
+@pytest.fixture(params=["py-consul", "lighthttp"])
+def client(request, consul_agent):
+    """Both transports of the access layer, through the same kv interface."""
+    st = settings.resolve(consul_agent.addr, environ={})
+    if request.param == "py-consul":
+        yield settings.make_client(st)
+    else:
+        from handlers import lighthttp
+        with lighthttp.Connection(st) as conn:
+            yield conn
+
+
+def test_cas_update_creates_updates_and_keeps(client, unique):
+    key = "medic/test-kv/%s/counter with space" % unique
+    assert kv.read(client, key) == (None, 0)
+    assert kv.cas_update(client, key, lambda cur: {"n": 1}) == {"n": 1}
+    assert kv.cas_update(client, key, lambda cur: {"n": cur["n"] + 1}) == {"n": 2}
+    value, index = kv.read(client, key)
+    assert value == {"n": 2} and index > 0
+    assert kv.cas_update(client, key, lambda cur: kv.KEEP) == {"n": 2}
+    assert kv.read(client, key)[1] == index  # KEEP wrote nothing
+
+
+def test_cas_update_concurrent_writers_all_count(client, unique, consul_agent):
+    key = "medic/test-kv/%s/race" % unique
+    errors = []
+
+    def bump():
+        try:
+            kv.cas_update(client_of_own(), key, lambda cur: {"n": (cur or {}).get("n", 0) + 1}, attempts=50)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def client_of_own():  # one connection per thread (lighthttp's is not thread-safe)
+        return settings.make_client(settings.resolve(consul_agent.addr, environ={}))
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and kv.read(client, key)[0] == {"n": 8}
+
+
+def test_cas_update_gives_up_with_a_clear_error(client, unique):
+    key = "medic/test-kv/%s/busy" % unique
+    kv.put(client, key, {"n": 0})
+
+    def meddle(cur):  # someone else writes between our read and our write, every time
+        kv.put(client, key, {"n": cur["n"] + 100})
+        return {"n": cur["n"] + 1}
+
+    with pytest.raises(kv.CasConflict, match=r"gave up after 3 check-and-set conflicts"):
+        kv.cas_update(client, key, meddle, attempts=3, pause=(0, 0))
+
+
+def test_unreadable_value_is_handed_over_not_raised(client, unique, consul_agent):
+    key = "medic/test-kv/%s/garbage" % unique
+    settings.make_client(settings.resolve(consul_agent.addr, environ={})).kv.put(key, b"\xff{not json")
+    value, _ = kv.read(client, key)
+    assert isinstance(value, kv.Unreadable) and "not JSON" in value.why
+    assert kv.cas_update(client, key, lambda cur: {"fixed": True}) == {"fixed": True}
+
+
+def test_explain_names_an_absent_agent_and_acl_denials():
+    from support import free_port
+    st = settings.resolve("127.0.0.1:%d" % free_port(), environ={})
+    assert consul_errors.explain(st, "connection refused").startswith("Consul agent not reachable at http://127.0.0.1:")
+    assert consul_errors.explain(st, "Consul GET /v1/kv/x: permission denied (ACL)").startswith("ACL denied")
+    # the lighthttp text already says it: no second prefix
+    text = "cannot connect to Consul at x: refused"
+    assert consul_errors.explain(st, text) == text
+
+
+def test_explain_adds_nothing_when_the_cluster_is_fine(consul_agent):
+    st = settings.resolve(consul_agent.addr, environ={})
+    assert consul_errors.explain(st, "something else") == "something else"
+    assert consul_errors.cause(st, "rpc error: x").startswith("Consul servers unreachable (leader ")
