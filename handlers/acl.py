@@ -160,10 +160,11 @@ def policy(role, services, envs, node):
         rules += [_rule("service", s, "read") for s in services]
         rules.append(_rule("session", node, "write", "medic-heal's lock sessions on this node"))
         for e in envs:
-            rules.append(_rule("key_prefix", "medic/%s/" % e, "read", "pause, image, wake, roles"))
+            rules.append(_rule("key_prefix", "medic/%s/" % e, "read", "image, roles, and the kinds below"))
             for kind, what in (("lock", "service locks"), ("history", "heal history"),
                                ("circuit", "open-circuit markers"), ("notify", "last notified states"),
-                               ("pause", "medic-heal --pause/--resume")):
+                               ("pause", "medic-heal --pause/--resume"), ("dirty", "look-again marks"),
+                               ("deferred", "deferred heal runs"), ("wake", "wake-up keys, deleted once seen")):
                 rules.append(_rule("key_prefix", "medic/%s/%s/" % (e, kind), "write", what))
     elif role == "registrar":
         head.append("# medic-register next to the Docker engine on node %s" % node)

@@ -24,6 +24,7 @@ then). The judging lives in handlers/count.py; its names are re-exported here.
 from . import health, lighthttp, options, runtime, settings, spec
 from .count import MAX_LINE, MAX_OUTPUT, bounded, clean, compare, evaluate, instance_line  # noqa: F401
 from .errors import UsageError
+from .status import Status  # heal helper: main's merge lost this import (NameError on every count)
 
 DEADLINE = 30.0  # whole run; MEDIC_DEADLINE overrides. Each Consul call has its own timeout.
 

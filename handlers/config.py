@@ -13,18 +13,17 @@ Fragments (all owned by medic, all named `medic-*.json`):
                          medic:batch       batch mode only: one script check running
                                            `<bin>/medic-check --all --ttl --refresh ...`
                          medic:reconcile   `<bin>/medic-heal --all --specs DIR ...` every 30 s
-  medic-watches.json   checks watch state=critical -> medic-heal; one service watch per spec
-                       -> medic-heal; checks watch service=medic (any state) -> medic-notify watch
+  medic-watches.json   checks watch state=critical -> medic-heal (medic:<service> heals <service>);
+                       one service watch per spec and a keyprefix watch on medic/<env>/wake/ ->
+                       medic-heal; checks watch service=medic (any state) -> medic-notify watch
 
-Never a node-level check (a critical node check would take every instance on the
-monitoring node out of service), never a token (the agent's environment provides
-CONSUL_HTTP_TOKEN_FILE). Output is deterministic (sorted keys, sorted lists),
-each file is written atomically and only when its content changed, stale
-`medic-*` fragments are removed, every other file in the directory is left
-alone. When the `consul` binary is present the fragments are checked with
-`consul validate` (in a temp copy, with a throwaway bind_addr/data_dir fragment,
-since `consul validate` refuses a directory without bind_addr on a host with
-several private addresses).
+Never a node-level check (a critical node check would take every instance on the monitoring
+node out of service), never a token (the agent's environment provides CONSUL_HTTP_TOKEN_FILE).
+Output is deterministic (sorted keys, sorted lists), each file is written atomically and only
+when its content changed, stale `medic-*` fragments are removed, every other file in the
+directory is left alone. When the `consul` binary is present the fragments are checked with
+`consul validate` (in a temp copy, with a throwaway bind_addr/data_dir fragment, since `consul
+validate` refuses a directory without bind_addr on a host with several private addresses).
 """
 import json
 import os
@@ -34,7 +33,7 @@ import sys
 import tempfile
 from collections import namedtuple
 
-from . import options, runtime, settings, spec
+from . import heal_select, options, runtime, settings, spec
 from .errors import MedicError, SpecError, UsageError
 from .status import Outcome, Status
 
@@ -126,6 +125,8 @@ def watches(specs, plan):
     # the watch itself names it, so an empty service is healed too.
     out += [{"type": "service", "service": name, "args": heal[:1] + ["--service", name] + heal[1:]}
             for name in sorted(specs)]
+    # medic-register's wake-up keys (a container it had deregistered finally exited): wake medic-heal
+    out.append({"type": "keyprefix", "prefix": heal_select.wake_prefix(plan.env), "args": heal})
     return out
 
 

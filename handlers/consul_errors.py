@@ -15,8 +15,7 @@ denied" or "ACL not found". `explain(settings, error)` names the cause:
 
 It asks a few short questions (`GET /v1/status/leader?stale`, `/v1/agent/self`,
 `/v1/catalog/node/<own node>?stale`; at most 3 s each) only when the text alone does
-not say. It never raises: explaining must not fail. (heal's handlers/diagnose.py asks
-the same questions; `diagnose.cause` can become this module's `cause`.)
+not say. It never raises: explaining must not fail. (medic-heal's healer uses `cause`.)
 """
 from .errors import ConsulTimeout, MedicError
 

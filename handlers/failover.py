@@ -20,7 +20,7 @@ def build():
 
     @click.command(help=__doc__.split("\n\n")[0])
     @click.argument("service")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @click.option("--lock-wait", "lock_wait", type=float, default=10.0, show_default=True, metavar="SECONDS",
                   help="Wait this long for another operation's service lock before giving up.")
     @options.common

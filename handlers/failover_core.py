@@ -56,7 +56,7 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
         consul = failover_io.Consul(conn, env, service)
         paused = consul.paused()
         if paused:
-            why = "paused (%s): not acting" % (paused.get("reason") or "no reason given")
+            why = "paused (%s): not acting" % (paused.reason or "no reason given")
             _audit(audit, dict(rec, action="hold", reason=why))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
         nodes = consul.nodes()
@@ -90,10 +90,10 @@ def medic_tag(s, env, audit):
     """Role changes through medic-tag's machinery: the role recorded in KV (compare-and-set, merged by
     medic-register on every registration and resync) and the instance re-registered when it is on
     this agent. Returns tagger(service_id, add, remove)."""
-    from . import tag
+    from . import retag
 
     def tagger(service_id, add, remove):
-        return tag.run(s, env, service_id, add, remove, audit)
+        return retag.run(s, env, service_id, add, remove, audit)
     return tagger
 
 

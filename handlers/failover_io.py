@@ -116,12 +116,10 @@ class Consul:
                        json.dumps(body, sort_keys=True).encode())
 
     def paused(self, now=None):
-        """The pause record (medic/<env>/pause/<service>, the agreed format {"until": epoch-or-null,
-        "reason", "by", "at"}) when in force, else None. (Read here directly: handlers/pause.py is
-        the heal helper's and lands separately.)"""
-        now = time.time() if now is None else now
-        rec = self._get(keys.key(self.env, "pause", self.service))
-        if not isinstance(rec, dict) or rec.get("malformed"):
-            return None
-        until = rec.get("until")
-        return rec if until is None or (isinstance(until, (int, float)) and until > now) else None
+        """The pause in force (handlers/pause.py's record, medic-heal --pause), else None. An
+        unreadable record is a pause that says so, as for medic-heal."""
+        from . import pause
+        resp = self.conn.call("GET", "/v1/kv/" + quote(pause.pause_key(self.env, self.service), safe="/:@"),
+                              ok=(200, 404))
+        raw = None if resp.status == 404 else base64.b64decode((resp.json() or [{}])[0].get("Value") or b"")
+        return pause.active(pause.parse(raw), time.time() if now is None else now)

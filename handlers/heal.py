@@ -28,7 +28,8 @@ def _command():
     @click.option("--service", "services", multiple=True, metavar="NAME",
                   help="Heal this service (repeatable); stdin is not read.")
     @click.option("--all", "all_", is_flag=True, help="Reconcile every spec (the medic:reconcile check).")
-    @click.option("--reset", metavar="SERVICE", help="Close SERVICE's circuit, clear its backoff (and a corrupt history).")
+    @click.option("--reset", metavar="SERVICE",
+                  help="Close SERVICE's circuit, clear its backoff (and a corrupt history).")
     @click.option("--pause", metavar="SERVICE", help="Hands off SERVICE: every medic handler holds.")
     @click.option("--for", "pause_for", metavar="DURATION", help="With --pause: it ends by itself after this (30m).")
     @click.option("--reason", metavar="TEXT", help="With --pause: why (shown in the audit and medic-status).")

@@ -23,18 +23,24 @@ from collections import namedtuple
 from .errors import MedicError
 from .status import Status
 
-WAIT_BOUND = 15.0   # a hold ending within this is waited for under the lock (one-service runs)
+WAIT_BOUND = 15.0   # a hold ending within this is waited for under the lock (one-service runs;
+                    # MEDIC_HOLD_WAIT overrides, 0 = never wait: always a deferred run)
 MAX_ROUNDS = 6      # observe -> decide rounds per service per run
 MAX_DEFER = 3600.0  # a hold ending later than this is left to the reconcile check
 DEFER_SLACK = 0.2   # a deferred run starts this long after the hold's end
 OPERATIONS = {"rollout": "rollout in progress", "failover": "failover in progress", "drain": "drain in progress"}
 
 Result = namedtuple("Result", "service status line decision")
+Round = namedtuple("Round", "decision status obs consul_index argv res history_error extra")
+Round.__new__.__defaults__ = (None, None, None, None, None, None)
+Round.__doc__ = """What one round saw, decided and did: final values, from which `_record` builds the
+round's one audit record. obs/consul_index: the observation (None for a pause or a held lock);
+res: the scaler's Result (None: no action); extra: fields only some rounds have."""
 
 
 def heal_service(run, sp):
     """-> Result. Never raises MedicError: a failure is an 'error' record and UNKNOWN."""
-    from . import diagnose, lock, recheck
+    from . import consul_errors, lock, recheck
 
     t0 = run.monotonic()
     st = None
@@ -42,7 +48,7 @@ def heal_service(run, sp):
         st = run.settings(sp)
         consul = run.consul(st)
         if run.dry_run:
-            return _finish(run, sp, consul, _round(run, sp, consul, t0), waited=False)
+            return _finish(run, sp, consul, _round(run, sp, consul), t0, waited=False)
         result = None
         for _ in range(MAX_ROUNDS):
             lk = lock.ServiceLock(consul.client, run.env, sp.service, "heal", renew_client=consul.renew_client)
@@ -54,8 +60,16 @@ def heal_service(run, sp):
                         "freed the lock of a dead holder on this host (pid %s, %s, since %s)"
                         % (dead.get("pid"), dead.get("operation"), dead.get("since"))), holder=dead))
                     got = lk.acquire()
+            holder = None
             if not got:
-                return result or _held(run, sp, consul, lk, t0)
+                holder = lk.holder() or {}
+                if holder.get("operation") not in OPERATIONS:
+                    # mark first, then try once more: either the holder reads the mark after it lets
+                    # go, or it had let go already and this run takes the lock
+                    recheck.mark_dirty(consul.client, run.env, sp.service, run.clock())
+                    got = lk.acquire()
+            if not got:
+                return result or _held(run, sp, consul, holder, t0)
             try:
                 result = _rounds(run, sp, consul, t0)
             finally:
@@ -66,27 +80,24 @@ def heal_service(run, sp):
     except MedicError as e:
         why = ("" if e.kind == "error" else e.kind + ": ") + str(e)
         if e.kind == "consul" and st is not None:
-            why = diagnose.cause(st, why) + why
+            why = consul_errors.cause(st, why) + why
         run.audit(_base(run, sp, t0, decision="error", reason=why, result=None, argv=None))
         return Result(sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why),
                       None)
 
 
-def _held(run, sp, consul, lk, t0):
-    """The lock is held by someone alive: make sure someone looks again once it is free."""
-    from . import decide, lock, recheck
+def _held(run, sp, consul, holder, t0):
+    """The lock is held by someone alive: say so; someone looks again once it is free (a dirty mark
+    for a heal holder, a deferred run for a rollout, failover or drain)."""
+    from . import decide, lock
 
-    holder = lk.holder() or {}
     op = holder.get("operation", "?")
     where = "lock %s held by %s pid %s, %s" % (lock.lock_key(run.env, sp.service), holder.get("host", "?"),
                                                holder.get("pid", "?"), op)
     if op in OPERATIONS:
         dec = decide.Decision("hold", None, "%s (%s)" % (OPERATIONS[op], where), None,
                               until=run.clock() + WAIT_BOUND)
-        return _finish(run, sp, consul, (dec, _base(run, sp, t0, decision="hold", reason=dec.reason, holder=holder),
-                                         Status.OK),
-                       waited=False)
-    recheck.mark_dirty(consul.client, run.env, sp.service, run.clock())
+        return _finish(run, sp, consul, Round(dec, Status.OK, extra={"holder": holder}), t0, waited=False)
     reason = "another handler is on it (%s); marked dirty: it looks again before it lets go" % where
     run.audit(_base(run, sp, t0, decision="skip", reason=reason, result=None, argv=None))
     return Result(sp.service, Status.OK, "%s: skip: %s" % (sp.service, reason), None)
@@ -99,10 +110,10 @@ def _rounds(run, sp, consul, t0):
     result = None
     for i in range(MAX_ROUNDS):
         recheck.clear_dirty(consul.client, run.env, sp.service)  # the observe below covers any mark
-        outcome = _round(run, sp, consul, t0)
-        dec = outcome[0]
+        rnd = _round(run, sp, consul)
+        dec = rnd.decision
         wait = _wait_for(run, dec) if i < MAX_ROUNDS - 1 else None
-        result = _finish(run, sp, consul, outcome, waited=wait is not None)
+        result = _finish(run, sp, consul, rnd, t0, waited=wait is not None)
         if wait is None:
             return result
         recheck.wait_dirty(consul.client, run.env, sp.service, dec.until, run.clock)
@@ -115,20 +126,20 @@ def _wait_for(run, dec):
     if dec.kind != "hold" or dec.until is None or not run.single:
         return None
     left = dec.until - run.clock()
-    if left <= 0 or left > WAIT_BOUND or run.monotonic() + left + 5.0 > run.deadline:
+    if left <= 0 or left > run.hold_wait or run.monotonic() + left + 5.0 > run.deadline:
         return None
     return left
 
 
-def _round(run, sp, consul, t0):
-    """Pause, history, observe, decide, act -> (Decision, record dict, Status)."""
+def _round(run, sp, consul):
+    """Pause, history, observe, decide, act -> Round."""
     from . import decide, history, observe, pause
 
     now = run.clock()
     p = pause.read(consul.client, run.env, sp.service, now)
     if p is not None:
-        dec = decide.Decision("hold", None, pause.describe(p), None, until=p.until)
-        return dec, _base(run, sp, t0, decision="hold", reason=dec.reason, paused=True), Status.OK
+        return Round(decide.Decision("hold", None, pause.describe(p), None, until=p.until), Status.OK,
+                     extra={"paused": True})
     store = history.Store(consul.client, run.env, sp.service)
     hist = store.load()
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
@@ -136,31 +147,45 @@ def _round(run, sp, consul, t0):
     dec = decide.decide(sp, obs, hist, now)
     sc = run.scaler(sp) if dec.kind == "heal" else None
     argv = sc.argv(dec.target) if sc is not None else None
-    rec = _base(run, sp, t0, decision=dec.kind, consul_index=consul_index, observed=dec.counts._asdict(),
-                target=dec.target, reason=dec.reason, settle=dec.settle, circuit=dec.circuit, stale=obs.stale,
-                containers=[{"name": c.name, "state": c.state, "passing": c.passing} for c in obs.containers][:50],
-                argv=argv)
     if run.dry_run:
-        return dec, dict(rec, result="dry-run"), Status.OK
+        return Round(dec, Status.OK, obs, consul_index, argv)
     _bookkeeping(run, sp, store, hist, dec, now)
-    status = Status.WARNING if dec.suspended else Status.OK
-    if dec.kind == "heal":
-        res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
-        rec.update(result="ok" if res.ok else "failed", returncode=res.returncode, removed=res.removed,
-                   command_duration=round(res.duration, 3))
-        try:
-            store.update(lambda h: history.add_action(h, now, "replace" if dec.replace else "scale", dec.target,
-                                                      "started" if res.ok else "failed", run.index))
-        except MedicError as e:
-            # the action happened: say so (exit 1), never "nothing changed"; the next run's
-            # fresh observation sees the new containers as pending either way
-            rec["history_error"] = str(e)
-            status = Status.WARNING
+    if dec.kind != "heal":
+        return Round(dec, Status.WARNING if dec.suspended else Status.OK, obs, consul_index)
+    res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
+    history_error = None
+    try:
+        store.update(lambda h: history.add_action(h, now, "replace" if dec.replace else "scale", dec.target,
+                                                  "started" if res.ok else "failed", run.index))
+    except MedicError as e:
+        # the action happened: say so (exit 1), never "nothing changed"; the next run's
+        # fresh observation sees the new containers as pending either way
+        history_error = str(e)
+    if not res.ok:
+        run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
+    status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
+    return Round(dec, status, obs, consul_index, argv, res, history_error)
+
+
+def _record(run, sp, t0, rnd, recheck_note):
+    """The round's one audit record, from its final values."""
+    dec, obs, res = rnd.decision, rnd.obs, rnd.res
+    rec = _base(run, sp, t0, decision=dec.kind, reason=dec.reason, target=dec.target, argv=rnd.argv,
+                until=dec.until, recheck=recheck_note,
+                result="dry-run" if run.dry_run and obs is not None else
+                (None if res is None else "ok" if res.ok else "failed"))
+    if obs is not None:
+        rec.update(consul_index=rnd.consul_index, observed=dec.counts._asdict(), settle=dec.settle,
+                   circuit=dec.circuit, stale=obs.stale,
+                   containers=[{"name": c.name, "state": c.state, "passing": c.passing} for c in obs.containers][:50])
+    if res is not None:
+        rec.update(returncode=res.returncode, removed=res.removed, command_duration=round(res.duration, 3))
         if not res.ok:
-            status = Status.WARNING
             rec["output"] = res.output
-            run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
-    return dec, rec, status
+    if rnd.history_error:
+        rec["history_error"] = rnd.history_error
+    rec.update(rnd.extra or {})
+    return rec
 
 
 def _bookkeeping(run, sp, store, hist, dec, now):
@@ -177,11 +202,11 @@ def _bookkeeping(run, sp, store, hist, dec, now):
         run.alert(sp, dec, "circuit_open", dec.reason, action="hold")
 
 
-def _finish(run, sp, consul, outcome, waited):
+def _finish(run, sp, consul, rnd, t0, waited):
     """Arrange the look at the hold's end, write the round's one record -> Result."""
     from . import recheck
 
-    dec, rec, status = outcome
+    dec = rnd.decision
     recheck_note = None
     if dec.kind == "hold" and dec.until is not None and not run.dry_run:
         left = dec.until - run.clock()
@@ -192,12 +217,12 @@ def _finish(run, sp, consul, outcome, waited):
         elif not run.defer:
             recheck_note = "deferred runs are off (MEDIC_DEFER=off): left to the watches and the reconcile check"
         else:
-            recheck_note = recheck.arrange(consul.client, run.env, sp.service, max(dec.until, run.clock()) + DEFER_SLACK,
-                                           lambda at: run.spawn(sp, at), run.clock())
-    rec.update(until=dec.until, recheck=recheck_note)
-    rec.setdefault("result", None)
+            at = max(dec.until, run.clock()) + DEFER_SLACK
+            recheck_note = recheck.arrange(consul.client, run.env, sp.service, at, lambda t: run.spawn(sp, t),
+                                           run.clock())
+    rec = _record(run, sp, t0, rnd, recheck_note)
     run.audit(rec)
-    return Result(sp.service, status, _line(sp, dec, rec), dec)
+    return Result(sp.service, rnd.status, _line(sp, dec, rec), dec)
 
 
 def _base(run, sp, t0, **fields):

@@ -3,141 +3,19 @@
     run(...) -> Outcome      modes: a watch payload on stdin | services | all_ | reset | pause |
                              resume; not_before (a deferred run) sleeps until then first
 
-`Run` is what every service of one run shares, built once: environment, audit log, the
-Consul access per address, the engine (made on first use), the scaler and the way a
-deferred run is started. Every I/O part is injectable (`Parts`), so the whole orchestration
-runs against fakes in tests/fakes.py.
+`Run` (heal_context.py) is what every service of one run shares. Every I/O part is
+injectable (`Parts`), so the whole orchestration runs against fakes in tests/fakes.py.
 """
 import os
-import subprocess
-import sys
 import time
-from collections import namedtuple
 
 from . import audit as audit_mod
 from . import runtime
 from .errors import UsageError
+from .heal_context import DEADLINE, Parts, Run, write_audit  # noqa: F401  (Parts: for tests)
 from .status import Outcome, Status
 
-DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
-ENGINE_TIMEOUT = 20.0
 MAX_IGNORED_LISTED = 5
-
-Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
-Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
-
-
-class ConsulAccess:
-    """One Consul address: a py-consul client (lock, history, pause, marks), a second one for the
-    lock's renewals, and the consistent health read (light transport: start-up counts)."""
-
-    def __init__(self, st):
-        from . import settings
-        self.st = st
-        self.client = settings.make_client(st)
-        self.renew_client = settings.make_client(st)
-
-    def instances(self, service):
-        from . import lighthttp, observe
-        with lighthttp.Connection(self.st) as conn:
-            return observe.consul_instances(conn, service)
-
-
-class LazyEngine:
-    """One engine client per run, made on first use."""
-
-    def __init__(self, factory=None):
-        self.factory, self.client = factory, None
-
-    def get(self):
-        if self.client is None:
-            from . import observe
-            self.client = (self.factory or (lambda: observe.engine_client(ENGINE_TIMEOUT)))()
-        return self.client
-
-    def close(self):
-        if self.client is not None and hasattr(self.client, "close"):
-            try:
-                self.client.close()
-            except Exception:
-                pass
-
-
-class Run:
-    """What every service of one run shares."""
-
-    def __init__(self, env, conn, environ, log, index, dry_run, parts, specs_dir):
-        self.env, self.conn, self.environ, self.log = env, conn, environ, log
-        self.index, self.dry_run, self.parts, self.specs_dir = index, dry_run, parts, specs_dir
-        self.clock, self.monotonic = parts.clock, parts.monotonic
-        self.engine = LazyEngine(parts.engine_factory)
-        self.deadline = self.monotonic() + _deadline(environ)
-        self.single = True
-        self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
-        self._settings, self._consul = {}, {}
-
-    def settings(self, sp):
-        if sp.service not in self._settings:
-            from . import settings
-            c = self.conn
-            st = settings.resolve(c.get("consul_addr"), c.get("token"), c.get("token_file"), c.get("timeout"),
-                                  spec_addr=sp.consul_addr, environ=self.environ)
-            if st.token:
-                self.log.secrets = tuple(set(self.log.secrets) | {st.token})
-            self._settings[sp.service] = st
-        return self._settings[sp.service]
-
-    def consul(self, st):
-        if st not in self._consul:
-            self._consul[st] = (self.parts.consul_factory or ConsulAccess)(st)
-        return self._consul[st]
-
-    def scaler(self, sp):
-        from . import scaler
-        return (self.parts.scaler_factory or scaler.for_spec)(sp, self.engine.get())
-
-    def audit(self, rec):
-        t0 = rec.pop("_t0", None)
-        if t0 is not None and "duration" not in rec:
-            rec["duration"] = round(self.monotonic() - t0, 3)
-        write_audit(self.log, rec)
-
-    def alert(self, sp, dec, kind, reason, action="heal"):
-        from . import alerts
-        counts = dec.counts
-        alerts.emit({"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
-                     "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
-                     "reason": reason}, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
-                    settings=self.settings(sp))
-
-    def spawn(self, sp, at):
-        """Start the deferred run (detached, own session) -> its pid."""
-        if not self.defer:
-            raise RuntimeError("deferred runs are off (MEDIC_DEFER=off)")
-        if self.parts.spawn is not None:
-            return self.parts.spawn(sp, at)
-        from . import healer
-        argv = [healer.exe_path(sys.argv[0]), "--service", sp.service, "--not-before", "%.3f" % at,
-                "--specs", self.specs_dir, "--audit-log", self.log.path]
-        if self.env:
-            argv += ["--env", self.env]
-        if self.conn.get("consul_addr"):
-            argv += ["--consul-addr", self.conn["consul_addr"]]
-        if self.conn.get("timeout") is not None:
-            argv += ["--consul-timeout", "%g" % self.conn["timeout"]]
-        env = healer.child_env(self.environ, self.settings(sp), at - self.clock(), DEADLINE)
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=env, start_new_session=True, close_fds=True)
-        return p.pid
-
-
-def _deadline(environ):
-    try:
-        v = float(environ.get("MEDIC_DEADLINE") or DEADLINE)
-        return v if 0 < v < 1e7 else DEADLINE
-    except ValueError:
-        return DEADLINE
-
 
 def _index(environ):
     raw = (environ.get("CONSUL_INDEX") or "").strip()
@@ -200,6 +78,7 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
         return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
     results = []
     ctx.single = len(chosen) == 1
+    ctx.quiet_noops = bool(all_)
     if len(chosen) > 1:
         chosen, quiet = _triage(ctx, chosen)
         results += quiet
@@ -239,8 +118,8 @@ def _triage(ctx, chosen):
     needs, quiet = triage.split(chosen, ctx.env, ctx.settings, ctx.engine, ctx.clock())
     out = []
     for sp, reason in quiet:
-        write_audit(ctx.log, {"service": sp.service, "env": ctx.env, "index": ctx.index, "dry_run": ctx.dry_run,
-                              "decision": "noop", "reason": reason, "triage": True, "result": None, "argv": None})
+        ctx.audit({"service": sp.service, "env": ctx.env, "index": ctx.index, "dry_run": ctx.dry_run,
+                   "decision": "noop", "reason": reason, "triage": True, "result": None, "argv": None})
         out.append(healer.Result(sp.service, Status.OK, "%s: noop: %s" % (sp.service, reason), None))
     return needs, out
 
@@ -249,14 +128,6 @@ def _require(loaded, name, specs_dir):
     if name not in loaded:
         raise UsageError("no spec in %s declares service %r" % (specs_dir, name[:130]))
     return loaded[name]
-
-
-def write_audit(log, rec):
-    rec = dict({"kind": "heal"}, **rec)
-    try:
-        log.write(rec)
-    except OSError as e:
-        sys.stderr.write("medic-heal: cannot write audit log %s: %s\n" % (log.path, e.strerror or e))
 
 
 def _summarise(results, before=()):
@@ -268,8 +139,8 @@ def _summarise(results, before=()):
         kinds = {}
         for r in results:
             kinds[r.status.name.lower()] = kinds.get(r.status.name.lower(), 0) + 1
-        first = "%d services (%s); worst: %s" % (len(results), ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items())),
-                                                 worst)
+        tally = ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items()))
+        first = "%d services (%s); worst: %s" % (len(results), tally, worst)
     lines = [runtime.status_line(status, first)] + [runtime.status_line(Status.OK, b) for b in before]
     if len(results) > 1:
         lines += [r.line for r in results]

@@ -37,7 +37,7 @@ def build():
                   help="Validate the candidate before it replaces --out; {} is the candidate's path.")
     @click.option("--reload-cmd", "reload_cmd", metavar="ARGV", help="Run after --out changed; {} is --out.")
     @click.option("--state", "state", metavar="FILE", help="Last good servers [default: <out>.medic-lb.json].")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @options.common
     def cmd(template, out, once, watch, wait, service, prefix, tag, from_specs, var, check_cmd, reload_cmd,
             state, audit_log, specs, env, consul_addr, token, token_file, consul_timeout, verbose):

@@ -44,7 +44,7 @@ def build():
     @click.option("--tags", "force_tags", default="", help="Comma-separated tags added to every service.")
     @click.option("--filter", "filters", multiple=True, metavar="LABEL[=VALUE]",
                   help="Only containers with this label (repeatable; all must match).")
-    @click.option("--audit-log", "audit_log", help="Audit log [env MEDIC_AUDIT_LOG].")
+    @options.audit_log
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
@@ -73,6 +73,11 @@ def build():
             reg.record({"action": "warning", "reason": warning})
         if once:
             d = reg.resync("--once")
+            if reg.stats["refused"]:  # site: a write Consul refused (ACLs?) is not "registered"
+                return Outcome(Status.UNKNOWN, runtime.status_line(Status.UNKNOWN, (
+                    "consul: resync: Consul refused %d of %d writes (a token without the registrar rules? "
+                    "each reason is in the audit log); %d registered, %d deregistered"
+                    % (reg.stats["refused"], len(d.ops), reg.stats["register"], reg.stats["deregister"]))))
             regs = sum(1 for o in d.ops if o.action == "register")
             return Outcome(Status.OK, runtime.status_line(Status.OK, (
                 "resync: %d registered, %d deregistered, %d unchanged, %d containers (registrar %s)"

@@ -110,6 +110,7 @@ def row(sp, env, conn_opts, engine, records, now):
             a = hist.actions[-1]
             r["last_action"] = {"time": _iso(a.time), "kind": a.kind, "target": a.target, "result": a.result}
         r["state"] = count.compare(r["passing"], sp.instances).name
+        r["paused"] = _paused(st, env, sp.service, now)  # heal helper (issue 10): medic-heal --pause
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
     return r
@@ -136,6 +137,22 @@ def _history(st, env, service):
 
 def _iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+# -- heal helper (issue 10): the operator's pause, read-only -------------------------------
+def _paused(st, env, service, now):
+    """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None."""
+    import base64
+
+    from . import lighthttp, pause
+
+    key = pause.pause_key(env, service)
+    with lighthttp.Connection(st) as conn:
+        resp = conn.request("GET", "/v1/kv/" + key)
+        items = resp.json() if resp.status == 200 else None
+    value = items[0].get("Value") if items else None
+    p = pause.active(pause.parse(base64.b64decode(value) if value else None), now)
+    return pause.describe(p) if p else None
 
 
 class _Engine:
@@ -201,6 +218,8 @@ def table(rows, engine_error=None, width=60):
     for r in rows:
         if r.get("error"):
             lines.append("%s/%s: %s" % (r["env"], r["service"], r["error"]))
+        if r.get("paused"):  # heal helper (issue 10)
+            lines.append("%s/%s: %s" % (r["env"], r["service"], r["paused"]))
     if engine_error:
         lines.append("engine: %s (pending not shown)" % engine_error)
     if not rows:

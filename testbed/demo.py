@@ -117,10 +117,36 @@ def stop_registrar():
         pass
 
 
+def hands_off():
+    """medic-heal --pause for the demo service, then wait until no heal is in flight (its lock free).
+    Without it the agent's watches bring back what `compose down` removes."""
+    r = sh([os.path.join(BIN, "medic-heal"), "--pause", SERVICE, "--reason", "make demo-down", "--specs",
+            os.path.join(ROOT, "specs"), "--consul-addr", CONSUL, "--consul-timeout", "2"], check=False, quiet=True)
+    if r.returncode != 0:
+        return False  # no Consul: no watch runs medic-heal either
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if not any(i.get("Session") for i in api("/v1/kv/medic/default/lock/%s" % SERVICE) or []):
+                return True
+        except Exception:
+            return True  # 404: no lock
+        time.sleep(0.2)
+    return True
+
+
 def down():
+    paused = hands_off()
     sh(COMPOSE + ["down", "--remove-orphans", "-t", "1"], check=False, quiet=True)
     stop_registrar()
     sh(["bash", os.path.join(ROOT, "testbed", "consul.sh"), "down"], check=False, quiet=True)
+    left = sh(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=" + PROJECT], check=False,
+              quiet=True).stdout.split()
+    if left:
+        raise SystemExit("demo-down: %d demo container(s) still there after compose down: %s"
+                         % (len(left), " ".join(x[:12] for x in left)))
+    print("demo down: medic %s, containers removed, Consul and medic-register stopped; nothing of the demo runs"
+          % ("paused for %s first" % SERVICE if paused else "had no Consul to act through"))
 
 
 def up():
@@ -138,6 +164,9 @@ def up():
     say("2. Consul: 3 servers on 127.0.0.2-4 (raft_multiplier 1) + monitoring agent on 127.0.0.1")
     sh(["bash", os.path.join(ROOT, "testbed", "consul.sh"), "up", "cluster"])
     sh(["consul", "members", "-http-addr=" + CONSUL])
+    # a pause left by an earlier `make demo-down` (kept if the cluster kept its data) ends here
+    req = urllib.request.Request(CONSUL + "/v1/kv/medic/default/pause/" + SERVICE, method="DELETE")
+    urllib.request.urlopen(req, timeout=5).read()
 
     say("3. medic-register follows the Docker engine; the demo service at 3 replicas")
     log = open(os.path.join(STATE, "register.log"), "ab")

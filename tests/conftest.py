@@ -87,6 +87,16 @@ def unique():
     return uuid.uuid4().hex[:8]
 
 
+@pytest.fixture(autouse=True)
+def _docker0(request):
+    """Docker tests need the first engine's default bridge; put it back if it vanished (support.py)."""
+    if request.node.get_closest_marker("docker") is not None:
+        did = support.ensure_docker0()
+        if did:
+            print("\n[testbed] %s" % did)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests that restart the shared Docker engine run last, so they disturb no other test."""
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)

@@ -210,3 +210,31 @@ def run_medic(cmd, args=(), input=None, env=None, timeout=120):
     """Run an installed medic-* executable; returns CompletedProcess (text)."""
     return subprocess.run([os.path.join(BIN, cmd)] + list(args), input=input, capture_output=True,
                           text=True, env=env or medic_env(), timeout=timeout)
+
+
+def ensure_docker0():
+    """Put the first engine's default bridge back if something deleted it while the engine runs.
+
+    On this machine kind, docker0 has been seen deleted mid-session (while other engines of the
+    multi-host testbed came and went); every `docker run` on the default network then fails with
+    "could not find bridge docker0". Returns what it did, or None when docker0 was there.
+    """
+    if os.path.exists("/sys/class/net/docker0") or os.geteuid() != 0 or not shutil.which("ip"):
+        return None
+    try:
+        out = subprocess.run(["docker", "network", "inspect", "bridge", "-f",
+                              '{{index .Options "com.docker.network.bridge.name"}} '
+                              '{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}'],
+                             capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(out) < 2 or out[0] != "docker0":
+        return None
+    subnet = out[1]
+    gateway = out[2] if len(out) > 2 else subnet.rsplit(".", 1)[0] + ".1"
+    prefix = subnet.split("/")[1]
+    for argv in (["ip", "link", "add", "docker0", "type", "bridge"],
+                 ["ip", "addr", "add", "%s/%s" % (gateway, prefix), "dev", "docker0"],
+                 ["ip", "link", "set", "docker0", "up"]):
+        subprocess.run(argv, capture_output=True, timeout=10)
+    return "docker0 was missing: re-created with %s/%s" % (gateway, prefix)

@@ -84,9 +84,14 @@ class Stack:
         return self
 
     def stop(self):
+        """Hands off first (pause medic for the service, stop its deferred run, wait for a heal in flight),
+        then down; nothing of the stack's containers may run afterwards."""
+        support_heal.quiesce(self.agent, self.service)
         if self.registrar is not None:
             self.registrar.stop()
         self.compose("down", "-t", "0", "--remove-orphans", check=False)
+        left = self.container_ids(running_only=False)
+        assert not left, "%s: containers left after down (a handler brought them back?): %s" % (self.service, left)
 
     # -- observe -------------------------------------------------------------------
     def compose(self, *args, check=True):

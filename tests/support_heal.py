@@ -133,6 +133,37 @@ def heal_env(agent, specs, audit_log, **extra):
                              MEDIC_NOTIFY="off", MEDIC_CACHE_DIR="", **extra)
 
 
+def pause(agent, service, reason="test teardown", env=None):
+    """What `medic-heal --pause SERVICE` writes (handlers/pause.py), through the agent's HTTP API."""
+    import time
+    from handlers import pause as pause_mod
+    body = {"until": None, "reason": reason, "by": "tests", "at": time.time()}
+    return agent.api("/v1/kv/" + pause_mod.pause_key(env, service), "PUT", body)
+
+
+def quiesce(agent, service, env=None, timeout=60):
+    """Pause medic for `service`, stop its deferred run, and wait until no handler holds its lock.
+    A dead agent has no handlers left: nothing to wait for."""
+    import time
+    from handlers import lock
+    try:
+        pause(agent, service, env=env)
+    except Exception:
+        return
+    kill_deferred(agent, service, env)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            items = agent.api("/v1/kv/" + lock.lock_key(env, service)) or []
+        except Exception as e:
+            if "404" in str(e):
+                return
+            return
+        if not items or not items[0].get("Session"):
+            return
+        time.sleep(0.2)
+
+
 def kill_deferred(agent, service, env=None):
     """Stop the deferred medic-heal run arranged for `service` (its pid is in KV), if any."""
     import base64
@@ -172,7 +203,12 @@ class World:
         compose_up(self.project, n, file=self.file)
 
     def down(self):
+        """Hands off first (pause, wait for a heal in flight), then down; nothing of it may run after."""
+        quiesce(self.agent, self.service)
         compose_down(self.project, file=self.file)
+        if self.docker is not None:
+            left = [c.name for c in self.containers()]
+            assert not left, "still there after compose down (a handler brought them back?): %s" % left
 
     def containers(self, all_=True):
         return containers(self.docker, self.project, all_)

@@ -251,7 +251,8 @@ def test_register_and_heal_with_role_tokens_and_without(acl_agent, world, tmp_pa
     support_heal.write_spec(specs, svc, project, instances=2, file=str(cfile),
                             heal={"replace_failing": True, "grace": "1s"})
     audit = str(tmp_path / "audit.jsonl")
-    reg_args = ["--once", "--filter", "com.docker.compose.project=" + project, "--audit-log", audit]
+    reg_args = ["--once", "--filter", "com.docker.compose.project=" + project, "--audit-log", audit,
+                "--ip", "127.0.0.1"]
     try:
         support_heal.compose_up(project, 2, file=str(cfile))
         ids = sorted(c.id for c in support_heal.running(docker_client, project))
@@ -259,7 +260,7 @@ def test_register_and_heal_with_role_tokens_and_without(acl_agent, world, tmp_pa
         # medic-register: no token / a read-only token register nothing
         for t in (None, tok["reader"]):
             r = run("medic-register", reg_args, acl_agent, t)
-            assert r.returncode == 3, r.stdout + r.stderr
+            one_line_unknown(r, "Consul refused 2 of 2 writes", "0 registered")
             assert support_heal.passing(acl_agent, svc) == 0 and not acl_agent.api("/v1/health/service/" + svc)
         r = run("medic-register", reg_args, acl_agent, tok["registrar"])
         assert r.returncode == 0, r.stdout + r.stderr

@@ -62,6 +62,7 @@ def test_script_mode_checks_and_watches(tmp_path):
         {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + heal[1:]},
         {"type": "service", "service": "a.example", "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
         {"type": "service", "service": "b.example", "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
+        {"type": "keyprefix", "prefix": "medic/live/wake/", "args": heal},
     ]
 
 
@@ -208,14 +209,15 @@ def test_real_agent_runs_the_rendered_checks_and_watches(consul_factory, tmp_pat
         agent.register_ttl("%s-%d" % (svc, i), svc, port=8000 + i)
     wait_check(agent, "medic:" + svc, lambda c: c["Status"] == "passing", "the count check to pass at 5/5")
 
-    # the agent runs every rendered watch (each fires once at start): 3 watches, and the
-    # exact argv of the heal and notify handlers in its log, whatever those handlers answer
+    # the agent runs every rendered watch (each fires once at start): 4 watches (checks, notify,
+    # the service, the wake-up keyprefix), and the exact argv of the heal and notify handlers in
+    # its log, whatever those handlers answer
     self_cfg = agent.api("/v1/agent/self")["DebugConfig"]
-    assert len(self_cfg["Watches"]) == 3
+    assert len(self_cfg["Watches"]) == 4
     assert self_cfg["EnableLocalScriptChecks"] is True and self_cfg["EnableRemoteScriptChecks"] is False
     watches = json.load(open(os.path.join(out, "medic-watches.json")))["watches"]
     heal = "watch handler output: watch_handler=[%s]" % ", ".join(watches[0]["args"])
     notify = "watch handler output: watch_handler=[%s]" % ", ".join(watches[1]["args"])
     assert watches[0]["args"][:3] == [BIN + "/medic-heal", "--specs", d] and "--audit-log" in watches[0]["args"]
-    support.wait_for(lambda: agent.log_tail(100000).count(heal) >= 2 and notify in agent.log_tail(100000),
+    support.wait_for(lambda: agent.log_tail(100000).count(heal) >= 3 and notify in agent.log_tail(100000),
                      60, 0.5, "the agent to run the heal and notify watch handlers")

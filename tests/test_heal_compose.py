@@ -72,7 +72,8 @@ def test_killed_container_restored_by_one_run_fed_a_real_watch_payload(consul_fa
     checks_payload = support.wait_for(lambda: latest(pdir, "checks", lambda d: any(
         c["Status"] == "critical" for c in d)), timeout=30, what="a checks payload with a critical check")
     for _ in range(3):
-        r = w.heal(input=checks_payload)
+        # (MEDIC_HOLD_WAIT=0: the answer now, not after waiting under the lock for the pending hold)
+        r = w.heal(input=checks_payload, env=w.env(MEDIC_HOLD_WAIT="0"))
         # hold (pending) or noop (Docker gave the restarted container its old host port back)
         assert r.returncode == 0 and (": hold:" in r.stdout or ": noop:" in r.stdout), r.stdout
     w.register()  # medic-register's part: the restarted container has a new host port
@@ -97,9 +98,10 @@ def test_four_declared_three_here_one_remote_lost(consul_agent, make_world):
     r = w.heal(input=payload)
     assert r.returncode == 0 and "heal(4)" in r.stdout, r.stdout
     assert len(w.running()) == 4
-    # replays before the new container registers: it is pending, nothing changes
+    # replays before the new container registers: it is pending, nothing changes (MEDIC_HOLD_WAIT=0:
+    # each replay answers at once instead of waiting under the lock for the pending hold to end)
     for _ in range(5):
-        r = w.heal(input=payload)
+        r = w.heal(input=payload, env=w.env(MEDIC_HOLD_WAIT="0"))
         assert r.returncode == 0 and ": hold:" in r.stdout and "1 pending" in r.stdout, r.stdout
     w.register()
     w.wait_passing(4)
@@ -155,7 +157,9 @@ def test_failing_container_replaced_only_with_opt_in(consul_agent, make_world):
     assert sick.id not in ids and len(ids) == 3
     (rec,) = w.scale_actions()
     assert rec["removed"] == [sick.id]
-    r = w.heal("--service", w.service)  # the replacement is pending: no second replacement
+    # the replacement is pending: no second replacement (MEDIC_HOLD_WAIT=0: the answer now, not after
+    # waiting under the lock for grace to pass, when the never-registered replacement fails in turn)
+    r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0"))
     assert ": hold:" in r.stdout and len(w.scale_actions()) == 1, r.stdout
 
 
@@ -252,7 +256,9 @@ def test_swarm_scaler_uses_the_sdk():
 
 
 def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_client, compose, tmp_path, unique):
-    w = sh.World(consul_agent, docker_client, tmp_path, unique, file=str(tmp_path / "missing-compose.yml"))
+    # backoff 20 s: longer than two runs take on a busy machine
+    w = sh.World(consul_agent, docker_client, tmp_path, unique, file=str(tmp_path / "missing-compose.yml"),
+                 heal={"backoff_base": "20s", "backoff_max": "40s"})
     r = w.heal("--service", w.service)
     assert r.returncode == 1, r.stdout
     assert r.stdout.startswith("MEDIC WARNING - %s: heal(3)" % w.service) and "FAILED" in r.stdout
@@ -260,6 +266,8 @@ def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_c
     assert rec["result"] == "failed" and rec["returncode"] not in (0, None) and rec["output"]
     from handlers import audit
     assert [n["event"]["kind"] for n in audit.read(w.audit) if n.get("kind") == "notify"] == ["heal_failed"]
-    r = w.heal("--service", w.service)  # backoff after the failure: no second attempt at once
+    # backoff after the failure: no second attempt at once (MEDIC_HOLD_WAIT=0: the answer now; by
+    # default the run would wait under the lock for the 1 s backoff to end and try again)
+    r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0"))
     assert r.returncode == 0 and ": hold:" in r.stdout and "backoff" in r.stdout, r.stdout
     assert len(w.scale_actions()) == 1

@@ -24,7 +24,9 @@ def test_crash_loop_backs_off_then_opens_the_circuit(consul_agent, docker_client
                                                       unique):
     cfile = tmp_path / "crash-compose.yml"
     cfile.write_text(CRASH_COMPOSE)
-    heal = {"grace": "3s", "cooldown": "200ms", "backoff_base": "1s", "backoff_max": "2s", "max_attempts": 3,
+    # backoff 4 s then 8 s: longer than one run takes on a busy machine, so a run sees it (and, being the
+    # only service of its run, waits for it under the lock: the hold is recorded, then the next attempt)
+    heal = {"grace": "3s", "cooldown": "200ms", "backoff_base": "4s", "backoff_max": "8s", "max_attempts": 3,
             "window": "10m"}
     w = sh.World(consul_agent, docker_client, tmp_path, unique, instances=2, heal=heal, file=str(cfile))
     try:
@@ -46,7 +48,7 @@ def test_crash_loop_backs_off_then_opens_the_circuit(consul_agent, docker_client
         acts = [a for a in h.actions]
         assert len(acts) == 3 and [a.result for a in acts] == ["failed"] * 3
         gaps = [b.time - a.time for a, b in zip(acts, acts[1:])]
-        assert gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps  # backoff 1 s, then 2 s (capped)
+        assert gaps[0] >= 4.0 and gaps[1] >= 8.0, gaps  # backoff 4 s, then 8 s (capped)
         assert h.circuit is not None
         assert client.kv.get(history.circuit_key(None, w.service))[1] is not None  # the marker for humans
         assert len(w.scale_actions()) == 3

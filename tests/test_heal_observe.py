@@ -62,3 +62,20 @@ def test_parse_time():
     assert parse_time("0001-01-01T00:00:00Z") == 0.0
     assert parse_time("1970-01-01T00:00:10.5Z") == 10.5
     assert abs(parse_time("2026-11-27T04:33:12.123456789Z") - 1795753992.123456789) < 1e-3
+
+
+def test_remote_instances_carry_their_start_time_from_meta():
+    o = match([inst("h2:web-1:80", 80, passing=False, meta={"medic_started": "1700000000"}, node="h2"),
+               inst("h3:web-1:80", 81, passing=False, meta={"medic_started": "soon"}, node="h3")], [])
+    assert [(r.node, r.started) for r in o.remote] == [("h2", 1700000000.0), ("h3", 0.0)]
+
+
+def test_killed_from_outside_is_told_from_a_crash():
+    from handlers.observe import killed
+    assert killed({"Status": "exited", "ExitCode": 137, "OOMKilled": False})       # docker kill
+    assert killed({"Status": "exited", "ExitCode": 143})                           # docker stop
+    assert not killed({"Status": "exited", "ExitCode": 137, "OOMKilled": True})    # OOM: its own failure
+    assert not killed({"Status": "exited", "ExitCode": 1})                         # crashed
+    assert not killed({"Status": "exited", "ExitCode": 139})                       # SIGSEGV
+    assert not killed({"Status": "running", "ExitCode": 137})
+    assert not killed({"Status": "exited", "ExitCode": "x"})

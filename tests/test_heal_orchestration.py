@@ -273,3 +273,22 @@ def test_reset_clears_an_unreadable_history(tmp_path):
     assert rec["cleared"]["value"] == "garbage"
     assert w.history() == history.parse(w.consul.kv.value(history.history_key(None, SERVICE)))
     assert keys.key(None, "history", SERVICE) in w.consul.kv.data
+
+
+def test_all_audits_an_unchanged_noop_once(tmp_path):
+    """Issue 14: the reconcile check (--all) writes a noop only when it says something new (or
+    once an hour); runs for one service (watches, --service) keep auditing every noop."""
+    w = World(tmp_path)
+    w.up(3)
+    for _ in range(3):
+        w.run(services=(), all_=True)
+    assert [r["decision"] for r in w.records()] == ["noop"]
+    w.kill(0)
+    w.run(services=(), all_=True)
+    w.clock.advance(1.0)
+    w.register_new()
+    for _ in range(2):
+        w.run(services=(), all_=True)
+    assert [r["decision"] for r in w.records()] == ["noop", "heal", "noop"]
+    w.run()
+    assert [r["decision"] for r in w.records()] == ["noop", "heal", "noop", "noop"]

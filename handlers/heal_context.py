@@ -1,0 +1,198 @@
+"""What every service of one medic-heal run shares, built once (handlers/healing.py uses it).
+
+    Parts          the injectable I/O: engine, scaler, Consul access, deferred-run spawner, clocks
+    ConsulAccess   one Consul address: py-consul clients (lock, history, pause, marks) and the
+                   consistent health read (light transport: start-up counts toward time to heal)
+    Run            environment, audit log (with the --all noop quieting of issue 14), settings
+                   and Consul access per service, the engine made on first use, the scaler,
+                   alerts, and how a deferred run is started (argv list, own session)
+"""
+import os
+import subprocess
+import sys
+import time
+from collections import namedtuple
+
+from .healer import WAIT_BOUND
+
+DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
+ENGINE_TIMEOUT = 20.0
+NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long (issue 14)
+AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
+
+Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
+Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
+
+
+class ConsulAccess:
+    """One Consul address: a py-consul client (lock, history, pause, marks), a second one for the
+    lock's renewals, and the consistent health read (light transport: start-up counts)."""
+
+    def __init__(self, st):
+        from . import settings
+        self.st = st
+        self.client = settings.make_client(st)
+        self.renew_client = settings.make_client(st)
+
+    def instances(self, service):
+        from . import lighthttp, observe
+        with lighthttp.Connection(self.st) as conn:
+            return observe.consul_instances(conn, service)
+
+
+class LazyEngine:
+    """One engine client per run, made on first use."""
+
+    def __init__(self, factory=None):
+        self.factory, self.client = factory, None
+
+    def get(self):
+        if self.client is None:
+            from . import observe
+            self.client = (self.factory or (lambda: observe.engine_client(ENGINE_TIMEOUT)))()
+        return self.client
+
+    def close(self):
+        if self.client is not None and hasattr(self.client, "close"):
+            try:
+                self.client.close()
+            except Exception:
+                pass
+
+
+class Run:
+    """What every service of one run shares."""
+
+    def __init__(self, env, conn, environ, log, index, dry_run, parts, specs_dir):
+        self.env, self.conn, self.environ, self.log = env, conn, environ, log
+        self.index, self.dry_run, self.parts, self.specs_dir = index, dry_run, parts, specs_dir
+        self.clock, self.monotonic = parts.clock, parts.monotonic
+        self.engine = LazyEngine(parts.engine_factory)
+        self.deadline = self.monotonic() + _deadline(environ)
+        self.single = True
+        self.quiet_noops = False  # --all: audit a noop only when it says something new
+        self._last = None
+        self.hold_wait = _seconds(environ, "MEDIC_HOLD_WAIT", WAIT_BOUND)
+        self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
+        self._settings, self._consul = {}, {}
+
+    def settings(self, sp):
+        if sp.service not in self._settings:
+            from . import settings
+            c = self.conn
+            st = settings.resolve(c.get("consul_addr"), c.get("token"), c.get("token_file"), c.get("timeout"),
+                                  spec_addr=sp.consul_addr, environ=self.environ)
+            if st.token:
+                self.log.secrets = tuple(set(self.log.secrets) | {st.token})
+            self._settings[sp.service] = st
+        return self._settings[sp.service]
+
+    def consul(self, st):
+        if st not in self._consul:
+            self._consul[st] = (self.parts.consul_factory or ConsulAccess)(st)
+        return self._consul[st]
+
+    def scaler(self, sp):
+        from . import scaler
+        return (self.parts.scaler_factory or scaler.for_spec)(sp, self.engine.get())
+
+    def audit(self, rec):
+        t0 = rec.pop("_t0", None)
+        if t0 is not None and "duration" not in rec:
+            rec["duration"] = round(self.monotonic() - t0, 3)
+        if self.quiet_noops and rec.get("decision") == "noop" and self.unchanged(rec):
+            return
+        write_audit(self.log, rec)
+
+    def unchanged(self, rec):
+        """True when this service's last audit record is a noop with the same reason, written less
+        than NOOP_SUMMARY ago (read once per run from the end of the audit log)."""
+        if self._last is None:
+            self._last = last_records(self.log.path)
+        prev = self._last.get((rec.get("env"), rec.get("service")))
+        if not prev or prev.get("decision") != "noop" or prev.get("reason") != rec.get("reason"):
+            return False
+        return 0 <= time.time() - _epoch(prev.get("time")) < NOOP_SUMMARY  # audit times are wall-clock
+
+    def alert(self, sp, dec, kind, reason, action="heal"):
+        from . import alerts
+        counts = dec.counts
+        alerts.emit({"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
+                     "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
+                     "reason": reason}, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
+                    settings=self.settings(sp))
+
+    def spawn(self, sp, at):
+        """Start the deferred run (detached, own session) -> its pid."""
+        if not self.defer:
+            raise RuntimeError("deferred runs are off (MEDIC_DEFER=off)")
+        if self.parts.spawn is not None:
+            return self.parts.spawn(sp, at)
+        from . import healer
+        argv = [healer.exe_path(sys.argv[0]), "--service", sp.service, "--not-before", "%.3f" % at,
+                "--specs", self.specs_dir, "--audit-log", self.log.path]
+        if self.env:
+            argv += ["--env", self.env]
+        if self.conn.get("consul_addr"):
+            argv += ["--consul-addr", self.conn["consul_addr"]]
+        if self.conn.get("timeout") is not None:
+            argv += ["--consul-timeout", "%g" % self.conn["timeout"]]
+        env = healer.child_env(self.environ, self.settings(sp), at - self.clock(), DEADLINE)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env, start_new_session=True, close_fds=True)
+        return p.pid
+
+
+def last_records(path, tail=AUDIT_TAIL):
+    """{(env, service): last kind-heal record} from the end of the audit log ({} when unreadable)."""
+    import json
+    out = {}
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - tail))
+            data = f.read()
+    except OSError:
+        return out
+    lines = data.split(b"\n")
+    if size > tail:
+        lines = lines[1:]  # the first one is cut
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "heal" and rec.get("service"):
+            out[(rec.get("env"), rec["service"])] = rec
+    return out
+
+
+def _epoch(iso):
+    import calendar
+    try:
+        base, _, frac = str(iso).rstrip("Z").partition(".")
+        return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+    except ValueError:
+        return 0.0
+
+
+def _deadline(environ):
+    return _seconds(environ, "MEDIC_DEADLINE", DEADLINE) or DEADLINE
+
+
+def _seconds(environ, name, default):
+    """A number of seconds from the environment (finite, >= 0), else the default."""
+    try:
+        v = float(environ.get(name) or default)
+        return v if 0 <= v < 1e7 else default
+    except ValueError:
+        return default
+
+
+def write_audit(log, rec):
+    rec = dict({"kind": "heal"}, **rec)
+    try:
+        log.write(rec)
+    except OSError as e:
+        sys.stderr.write("medic-heal: cannot write audit log %s: %s\n" % (log.path, e.strerror or e))
