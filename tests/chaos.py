@@ -133,9 +133,10 @@ def main(argv=None):
         if stack.leftovers():
             stack.down()
         print("chaos: seed %d, %s; bringing the stack up (%s)" % (args.seed, args.duration, stack.dir), flush=True)
-        stack.up()
-        if not chaos_faults.steady(stack, 120):
-            raise RuntimeError("the stack did not reach %d passing" % stack.declared)
+        stack.up(lambda timeout: chaos_faults.steady(stack, timeout))
+        time.sleep(5)  # healing on: a shortfall or surplus would show now, before any fault
+        if not chaos_faults.steady(stack, 60):
+            raise RuntimeError("the stack did not stay at %d passing once healing was on" % stack.declared)
         faults = chaos_faults.available(stack, notes)
         if args.only:
             faults = {k: v for k, v in faults.items() if k in args.only.split(",")}

@@ -62,18 +62,29 @@ class Stack:
             raise RuntimeError("%s %s exited %d: %s" % (script, " ".join(args), r.returncode, r.stderr[-1500:]))
         return r
 
-    def up(self):
-        os.makedirs(self.monitor_d, exist_ok=True)
-        os.makedirs(self.specs, exist_ok=True)
+    def write_spec(self, enabled=True):
         doc = {"service": SERVICE, "instances": self.declared,
                "scale": {"driver": "compose", "project": PROJECT, "file": self.compose_file, "service": "web"},
-               "check": {"interval": "2s", "timeout": "2s"}, "heal": self.heal}
-        with open(os.path.join(self.specs, SERVICE + ".json"), "w") as f:
+               "check": {"interval": "2s", "timeout": "2s"}, "heal": dict(self.heal, enabled=enabled)}
+        path = os.path.join(self.specs, SERVICE + ".json")
+        with open(path + ".tmp", "w") as f:
             json.dump(doc, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    def up(self, wait_steady):
+        """The stack with 2 containers per host. Healing is off (spec heal.enabled false) while the
+        hosts' containers are started by hand, so no healer adds one between one host's compose and
+        the next; it is switched on once the count passes (wait_steady(timeout) -> bool)."""
+        os.makedirs(self.monitor_d, exist_ok=True)
+        os.makedirs(self.specs, exist_ok=True)
+        self.write_spec(enabled=False)
         self.sh("consul.sh", "up", "cluster")
         self.sh("hosts.sh", "up", str(self.n))
         for i in self.indexes():
             self.compose(i, "up", "-d", "--no-recreate", "--scale", "web=%d" % self.per_host, "web")
+        if not wait_steady(120):
+            raise RuntimeError("the stack did not reach %d passing" % self.declared)
+        self.write_spec(enabled=True)
         return self
 
     def down(self):
@@ -88,6 +99,13 @@ class Stack:
                     errors.append("%s down: %s" % (script, r.stderr[-500:]))
             except Exception as e:
                 errors.append("%s down: %s" % (script, e))
+        if not errors:
+            for d in (self.specs, self.monitor_d):
+                shutil.rmtree(d, ignore_errors=True)
+            try:
+                os.rmdir(self.dir)
+            except OSError:
+                pass
         return errors
 
     def leftovers(self):
