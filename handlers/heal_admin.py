@@ -51,10 +51,35 @@ def pause(ctx, sp, pause_for=None, reason=None):
     client = ctx.consul(ctx.settings(sp)).client
     p = pause_mod.set(client, ctx.env, sp.service, None if seconds is None else now + seconds, reason or "", now=now)
     text = pause_mod.describe(p)
+    busy = _quiesce(ctx, sp)
     ctx.audit({"service": sp.service, "env": ctx.env, "decision": "pause", "dry_run": False, "result": "ok",
-               "reason": text, "until": p.until, "by": p.by})
-    return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s; medic changes nothing of it until then"
-                                                  % (sp.service, text)))
+               "reason": text, "until": p.until, "by": p.by, "still_running": busy})
+    tail = ("; %s: it stops at its next look" % busy) if busy else "; medic changes nothing of it until then"
+    return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s%s" % (sp.service, text, tail)))
+
+
+PAUSE_WAIT = 20.0  # how long --pause waits for a run that started before it
+
+
+def _quiesce(ctx, sp):
+    """After the pause is written, take the service lock once (then let it go): a run that began
+    before the pause and still holds the lock may otherwise act on what it read before. Returns
+    None when no earlier run can act any more, else who still holds the lock (a rollout, say)."""
+    from . import lock
+
+    consul = ctx.consul(ctx.settings(sp))
+    lk = lock.ServiceLock(consul.client, ctx.env, sp.service, "pause", renew_client=consul.renew_client)
+    end = ctx.monotonic() + PAUSE_WAIT
+    while True:
+        if lk.acquire():
+            lk.release()
+            return None
+        lk.free_if_dead()
+        if ctx.monotonic() >= end:
+            h = lk.holder() or {}
+            return "the lock is still held by %s pid %s (%s)" % (h.get("host", "?"), h.get("pid", "?"),
+                                                                h.get("operation", "?"))
+        ctx.parts.sleep(0.2)
 
 
 def resume(ctx, sp):

@@ -328,3 +328,22 @@ def test_a_heal_after_a_rollout_starts_the_recorded_image(tmp_path, monkeypatch)
     with open(override, encoding="utf-8") as f:
         assert json.load(f) == {"services": {"web": {"image": "medic-demo:v2"}}}
     assert argv[-6:] == ["up", "-d", "--no-recreate", "--scale", "web=3", "web"]
+
+
+def test_pause_returns_once_no_earlier_run_can_act(tmp_path):
+    """--pause takes the service lock once after writing the pause: a run that read 'not paused'
+    and still holds the lock could act otherwise (seen in make chaos). A holder that stays (a
+    rollout) is named, and the pause is in force either way."""
+    w = World(tmp_path)
+    w.up(3)
+    out = w.run(services=(), pause=SERVICE, pause_for="1m")
+    assert "changes nothing" in out.text and w.consul.kv.value(lock.lock_key(None, SERVICE)) is None
+    w.run(services=(), resume=SERVICE)
+    sid = w.consul.session.create()
+    holder = json.dumps({"operation": "rollout", "host": os.uname().nodename, "pid": os.getpid(), "since": time.time()})
+    assert w.consul.kv.put(lock.lock_key(None, SERVICE), holder, acquire=sid)
+    t0 = w.clock.monotonic()
+    out = w.run(services=(), pause=SERVICE, pause_for="1m")
+    assert "still held by" in out.text and "rollout" in out.text and w.clock.monotonic() - t0 >= 20.0
+    assert pause.read(w.consul, None, SERVICE, w.clock()) is not None
+    assert [r for r in w.records("pause")][-1]["still_running"].startswith("the lock is still held")
