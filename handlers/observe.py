@@ -205,7 +205,10 @@ def match(instances, local, host=None, scale=None):
             if cid and _ghost(inst, host, scale):
                 stale += 1  # registered on this host, container gone: Consul has not noticed yet
                 continue
-            remote.append(Remote(inst.id, inst.node, inst.passing, meta_started(inst.meta)))
+            # an instance whose node is lost (serfHealth) or in maintenance can never come to pass:
+            # it is not pending, whenever its container started (start time unknown: 0)
+            started = 0.0 if _node_down(inst) else meta_started(inst.meta)
+            remote.append(Remote(inst.id, inst.node, inst.passing, started))
             continue
         c = lc.container
         if c.state not in ("running", "restarting"):
@@ -240,6 +243,13 @@ def observe_with(spec, read_instances, engine):
     local = engine_containers(engine, spec.scale)
     host = engine_host(engine) if spec.scale.driver == "compose" else None
     return index, match(instances, local, host, spec.scale)
+
+
+NODE_CHECKS = ("serfHealth", "_node_maintenance")
+
+
+def _node_down(inst):
+    return any(f.check_id in NODE_CHECKS for f in inst.failing)
 
 
 def _reason(e):

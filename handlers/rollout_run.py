@@ -21,7 +21,8 @@ ENGINE_TIMEOUT = 60.0
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
         engine_factory=None):
-    from . import lighthttp, observe, pause, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
+    from . import engine as engine_mod
+    from . import lighthttp, pause, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
     from . import settings
     from . import spec as spec_mod
 
@@ -45,7 +46,8 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
                              secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
     client = settings.make_client(st)
-    engine = (engine_factory or (lambda: observe.engine_client(ENGINE_TIMEOUT)))()
+    # the docker SDK: a rollout needs the image API the light client (handlers/engine.py) leaves out
+    engine = (engine_factory or (lambda: engine_mod.sdk_client(ENGINE_TIMEOUT)))()
 
     def audit(rec):
         try:

@@ -79,3 +79,15 @@ def test_killed_from_outside_is_told_from_a_crash():
     assert not killed({"Status": "exited", "ExitCode": 139})                       # SIGSEGV
     assert not killed({"Status": "running", "ExitCode": 137})
     assert not killed({"Status": "exited", "ExitCode": "x"})
+
+
+def test_an_instance_on_a_lost_or_maintained_node_is_never_remote_pending():
+    from handlers.health import Failing
+    lost = Instance("h2:web-1:80", "h2", "127.0.0.2", 80, (), {"medic_started": "1700000000"}, False,
+                    (Failing("serfHealth", "Serf Health Status", "critical"),))
+    maint = Instance("h3:web-1:80", "h3", "127.0.0.3", 80, (), {"medic_started": "1700000000"}, False,
+                     (Failing("_node_maintenance", "Node Maintenance Mode", "critical"),))
+    sick = Instance("h4:web-1:80", "h4", "127.0.0.4", 80, (), {"medic_started": "1700000000"}, False,
+                    (Failing("service:h4:web-1:80", "HTTP", "critical"),))
+    o = match([lost, maint, sick], [])
+    assert [(r.node, r.started) for r in o.remote] == [("h2", 0.0), ("h3", 0.0), ("h4", 1700000000.0)]
