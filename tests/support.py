@@ -134,9 +134,15 @@ class ConsulAgent:
     def api(self, path, method="GET", body=None, token=None):
         return http_json(self.addr + path, method, body, token)
 
-    def reload(self):
-        subprocess.run(["consul", "reload", "-http-addr=" + self.addr], check=True, capture_output=True,
-                       env=self.env, timeout=30)
+    def reload(self, attempts=5):
+        """`consul reload`; a busy agent may answer that a reload is still in progress: try again."""
+        for i in range(attempts):
+            p = subprocess.run(["consul", "reload", "-http-addr=" + self.addr], capture_output=True, text=True,
+                               env=self.env, timeout=30)
+            if p.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise AssertionError("consul reload failed %d times: %s" % (attempts, (p.stderr or p.stdout).strip()[-300:]))
 
     def register(self, service_id, name, port=80, address="127.0.0.1", tags=(), meta=None, check=None):
         body = {"ID": service_id, "Name": name, "Port": port, "Address": address, "Tags": list(tags),
