@@ -34,10 +34,18 @@ def require(ok, what):
     pytest.skip("%s is missing" % what)
 
 
+_GIVEN = set()  # ports this process handed out: never twice (the kernel may offer a closed one again)
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no free port on %s that this test run has not handed out already" % host)
 
 
 def http_json(url, method="GET", body=None, token=None, timeout=5):
