@@ -11,7 +11,7 @@ import os
 import socket
 import time
 
-from . import keys
+from . import keys, kv
 from .errors import ConsulError
 
 
@@ -21,17 +21,9 @@ def drain_key(env, node):
 
 def read(client, env, node):
     """The record (dict) while the node is drained or being drained, else None."""
-    key = drain_key(env, node)
-    try:
-        _, item = client.kv.get(key, consistency="consistent")
-    except Exception as e:
-        raise ConsulError("cannot read KV %s: %s" % (key, _reason(e))) from None
-    if not item or not item.get("Value"):
-        return None
-    try:
-        doc = json.loads(item["Value"])
-    except ValueError:
-        doc = None
+    doc, _ = kv.read(client, drain_key(env, node))
+    if doc is None or (isinstance(doc, kv.Unreadable) and not doc.raw):
+        return None  # absent, or an empty value
     return doc if isinstance(doc, dict) else {"phase": "unreadable", "node": node}
 
 

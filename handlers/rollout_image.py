@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 
-from . import keys
+from . import keys, kv
 from .errors import ConsulError, UsageError
 
 VALID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@")
@@ -51,14 +51,10 @@ def by():
 def read_image(client, env, service):
     """The recorded image reference, or None. ConsulError when Consul does not answer."""
     key = image_key(env, service)
+    doc, _ = kv.read(client, key)
+    if doc is None or (isinstance(doc, kv.Unreadable) and not doc.raw):
+        return None  # absent, or an empty value
     try:
-        _, item = client.kv.get(key, consistency="consistent")
-    except Exception as e:
-        raise ConsulError("cannot read KV %s: %s" % (key, _reason(e))) from None
-    if not item or not item.get("Value"):
-        return None
-    try:
-        doc = json.loads(item["Value"])
         return check_ref(str(doc["image"]))
     except (ValueError, KeyError, TypeError, UsageError):
         raise ConsulError("KV %s holds no valid image record; fix or delete it" % key) from None
