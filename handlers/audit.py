@@ -97,3 +97,28 @@ def read(path):
             return [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def tail(path, limit):
+    """The records (dicts) in the last `limit` bytes of the audit log, oldest first; [] when it
+    cannot be read. A line cut by the limit, or one that is not JSON, is passed over."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if size > limit:
+        lines = lines[1:]  # the first line may be cut
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

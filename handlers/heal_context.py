@@ -153,27 +153,9 @@ class Run:
 
 def last_records(path, tail=AUDIT_TAIL):
     """{(env, service): last kind-heal record} from the end of the audit log ({} when unreadable)."""
-    import json
-    out = {}
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - tail))
-            data = f.read()
-    except OSError:
-        return out
-    lines = data.split(b"\n")
-    if size > tail:
-        lines = lines[1:]  # the first one is cut
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("kind") == "heal" and rec.get("service"):
-            out[(rec.get("env"), rec["service"])] = rec
-    return out
+    from . import audit
+    return {(rec.get("env"), rec["service"]): rec for rec in audit.tail(path, tail)
+            if rec.get("kind") == "heal" and rec.get("service")}
 
 
 def _epoch(iso):

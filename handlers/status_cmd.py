@@ -12,7 +12,6 @@ history in KV. `--json` prints the same rows for machines. Exit: the worst state
 Read-only: it takes no lock and changes nothing.
 """
 import json
-import os
 import time
 
 from . import audit as audit_mod
@@ -59,26 +58,8 @@ def environments(specs_dir, env, all_envs):
 
 def last_records(path, limit=AUDIT_TAIL):
     """{(env, service): last heal record} from the tail of the audit log."""
-    out = {}
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except OSError:
-        return out
-    lines = data.split(b"\n")
-    if size > limit:
-        lines = lines[1:]  # the first line may be cut
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("kind", "heal") == "heal" and rec.get("decision"):
-            out[(rec.get("env"), rec.get("service"))] = rec
-    return out
+    return {(rec.get("env"), rec.get("service")): rec for rec in audit_mod.tail(path, limit)
+            if rec.get("kind", "heal") == "heal" and rec.get("decision")}
 
 
 def row(sp, env, conn_opts, engine, records, now):
