@@ -3,24 +3,13 @@
 No I/O here. `observe` builds the Observation, `history` the History; `heal` acts on
 the Decision. Every Decision carries a reason.
 
-The arithmetic (per service, `now` in epoch seconds, grace = spec.heal.grace):
-
-    container classes (this engine, the spec's compose/Swarm service):
-      passing   running and at least one of its Consul instances passes
-      pending   running/restarting (or just created) for less than grace, not passing
-      failing   running/restarting/paused for grace or longer, not passing
-      stopped   exited, dead, or created long ago (compose counts these in --scale
-                and restarts them, see `remove` below)
-      dying     removing: neither present nor missing
-    remote      passing Consul instances that belong to no local container
-                (another host); a remote instance registered, not yet passing and
-                started (Meta medic_started) less than grace ago is remote pending
-                (another host's healer added it); other failing remote instances
-                count for nothing
+The arithmetic (per service, `now` in epoch seconds, grace = spec.heal.grace; the classes of
+containers and remote instances are in heal_counts.py):
 
     passing  = local passing + remote passing
     has      = local passing + pending + failing   (what the engine already runs)
-    target   = declared - remote passing - remote pending   (capped by heal.max_instances)
+    target   = declared - remote passing - remote pending - remote watched
+               (capped by heal.max_instances)
 
 So target = has + (what is missing in Consul beyond pending and failing), and it can
 never exceed `declared`: a replayed payload, a container that has not registered
@@ -43,44 +32,8 @@ has not settled ('started') or failed; backoff and the circuit count only 'faile
 from .heal_model import (  # noqa: F401 (the model is part of decide's interface)
     KINDS, RUNNING, STOPPED, KNOWN_STATES, Container, Remote,
     Observation, Action, History, EMPTY_HISTORY, Counts, Decision)
-
-
-def remote_pending(spec, remote, now):
-    """Remote instances registered, not passing, started less than grace ago (Meta medic_started)."""
-    return [r for r in remote if not r.passing and r.started > 0 and now - r.started < spec.heal.grace
-            and r.started <= now + spec.heal.grace]
-
-
-def container_class(c, now, grace):
-    """'passing' | 'pending' | 'failing' | 'stopped' | 'dying' for one container."""
-    if c.state in RUNNING:
-        if c.passing is True:
-            return "passing"
-        return "pending" if now - c.started < grace else "failing"
-    if c.state == "paused":
-        return "failing"  # present (compose counts it) but serves nothing
-    if c.state == "created":
-        return "pending" if now - c.created < grace else "stopped"
-    if c.state in STOPPED:
-        return "stopped"
-    return "dying"  # removing (or unknown, which obs.unknown already names)
-
-
-def classify(spec, obs, now):
-    """Observation -> Counts (see the module docstring)."""
-    n = {"passing": 0, "pending": 0, "failing": 0, "stopped": 0, "dying": 0}
-    for c in obs.containers:
-        n[container_class(c, now, spec.heal.grace)] += 1
-    lp, pending, failing, stopped, dying = n["passing"], n["pending"], n["failing"], n["stopped"], n["dying"]
-    rp = sum(1 for r in obs.remote if r.passing)
-    rpend = len(remote_pending(spec, obs.remote, now))
-    declared = spec.instances
-    target = max(0, declared - rp - rpend)
-    cap = spec.heal.max_instances
-    if cap is not None:
-        target = min(target, max(0, cap - rp - rpend))
-    has = lp + pending + failing
-    return Counts(declared, lp + rp, lp, rp, pending, failing, stopped, dying, has, target, rpend)
+from .heal_counts import (  # noqa: F401 (classify and container_class are part of decide's interface)
+    classify, container_class, remote_pending, remote_watched, suspects as _suspects)
 
 
 def backoff_delay(spec, failures):
@@ -152,14 +105,14 @@ def _stopped_to_remove(obs, counts, target, now, grace):
 def decide(spec, obs, history, now):
     """-> Decision. Pure: the same arguments always give the same Decision."""
     history = history or EMPTY_HISTORY
-    counts = classify(spec, obs, now)
+    failing = [c for c in obs.containers if container_class(c, now, spec.heal.grace) == "failing"]
+    suspects = _suspects(spec, obs, dict(history.suspects), failing, now)
+    seen = dict(suspects)
+    counts = classify(spec, obs, now, seen)
     settle = _settle(spec, obs, counts, history, now)
     actions = _effective(history, settle)
     epoch = history.epoch
     circuit_event = None
-    prior = dict(history.suspects)
-    failing = [c for c in obs.containers if container_class(c, now, spec.heal.grace) == "failing"]
-    suspects = tuple(sorted((c.id, prior.get(c.id, now)) for c in failing))
 
     def d(kind, reason, target=None, **kw):
         return Decision(kind, target, reason, counts, settle=settle, circuit=kw.pop("circuit", circuit_event),
@@ -172,6 +125,8 @@ def decide(spec, obs, history, now):
     summary = "%d/%d passing (%d here, %d elsewhere; %d pending, %d failing, %d stopped)" % (
         counts.passing, counts.declared, counts.local_passing, counts.remote_passing,
         counts.pending + counts.remote_pending, counts.failing, counts.stopped)
+    if counts.remote_watched:
+        summary += "; %d failing elsewhere, under watch" % counts.remote_watched
 
     if obs.unknown:
         return d("hold", "state unknown, not acting: " + "; ".join(obs.unknown))
@@ -216,16 +171,22 @@ def decide(spec, obs, history, now):
             return d("hold", "waiting for %d pending container(s) (started < %.0f s ago): %s"
                      % (counts.pending + counts.remote_pending, spec.heal.grace, summary),
                      until=_pending_ends(spec, obs, history, now))
+        if counts.remote_watched and not counts.failing:
+            watched = remote_watched(spec, obs.remote, now, seen)
+            return d("hold", "%d instance(s) fail on other live hosts (node %s): their own medic answers for "
+                     "them; made up here once seen failing for %.0f s: %s" % (
+                         len(watched), ", ".join(sorted({r.node for r in watched})), spec.heal.grace, summary),
+                     until=min(seen[r.id] for r in watched) + spec.heal.grace)
         if counts.failing:
             if not spec.heal.replace_failing:
                 return d("warn", "%d container(s) run but fail their checks past grace; replace_failing is off: %s"
                          % (counts.failing, summary))
-            confirmed = [c for c in failing if now - dict(suspects)[c.id] >= spec.heal.grace]
+            confirmed = [c for c in failing if now - seen[c.id] >= spec.heal.grace]
             if not confirmed:
-                seen = max(now - t for _, t in suspects)
+                first = min(seen[c.id] for c in failing)
                 return d("hold", "%d failing container(s) under watch: replaced once seen failing for %.0f s "
-                         "(%.1f s so far): %s" % (len(failing), spec.heal.grace, seen, summary),
-                         until=min(t for _, t in suspects) + spec.heal.grace)
+                         "(%.1f s so far): %s" % (len(failing), spec.heal.grace, now - first, summary),
+                         until=first + spec.heal.grace)
             blocked = _guard(spec, actions, epoch, now)
             if blocked:
                 return guarded(blocked, "replace waits: %s: " + summary)

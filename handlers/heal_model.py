@@ -17,10 +17,12 @@ passing: True (a Consul instance of it passes), False (registered, not passing),
 None (no Consul instance of it); killed: it exited from a signal sent from outside
 (exit 137/143, not OOM-killed): a loss, not a crash."""
 
-Remote = namedtuple("Remote", "id node passing started")
-Remote.__new__.__defaults__ = (0.0,)
+Remote = namedtuple("Remote", "id node passing started down")
+Remote.__new__.__defaults__ = (0.0, False)
 Remote.__doc__ = """A Consul instance that maps to no container of this engine; started: the
-container's start time from Meta medic_started (epoch seconds, 0 = unknown)."""
+container's start time from Meta medic_started (epoch seconds, 0 = unknown); down: its node
+is lost (serfHealth failing) or in maintenance, or the instance is in maintenance: it cannot
+come to pass by itself, so it is neither pending nor watched."""
 
 Observation = namedtuple("Observation", "containers remote stale unknown")
 Observation.__doc__ = """Fresh state of one service: containers (tuple of Container), remote
@@ -42,8 +44,8 @@ API-registered services; a registrar re-registering) is never replaced."""
 EMPTY_HISTORY = History((), 0.0, None, ())
 
 Counts = namedtuple("Counts", "declared passing local_passing remote_passing pending failing stopped dying has target "
-                             "remote_pending")
-Counts.__new__.__defaults__ = (0,)
+                             "remote_pending remote_watched")
+Counts.__new__.__defaults__ = (0, 0)
 
 Decision = namedtuple("Decision", "kind target reason counts remove replace settle circuit suspects until suspended")
 Decision.__new__.__defaults__ = (None, None, (), None, None, None, (), None, False)

@@ -205,10 +205,10 @@ def match(instances, local, host=None, scale=None):
             if cid and _ghost(inst, host, scale):
                 stale += 1  # registered on this host, container gone: Consul has not noticed yet
                 continue
-            # an instance whose node is lost (serfHealth) or in maintenance can never come to pass:
-            # it is not pending, whenever its container started (start time unknown: 0)
-            started = 0.0 if _node_down(inst) else meta_started(inst.meta)
-            remote.append(Remote(inst.id, inst.node, inst.passing, started))
+            # an instance whose node is lost (serfHealth) or in maintenance, or that is in maintenance
+            # itself, can never come to pass by itself: neither pending nor watched (heal_counts.py)
+            down = _down(inst)
+            remote.append(Remote(inst.id, inst.node, inst.passing, 0.0 if down else meta_started(inst.meta), down))
             continue
         c = lc.container
         if c.state not in ("running", "restarting"):
@@ -246,10 +246,11 @@ def observe_with(spec, read_instances, engine):
 
 
 NODE_CHECKS = ("serfHealth", "_node_maintenance")
+SERVICE_MAINTENANCE = "_service_maintenance:"
 
 
-def _node_down(inst):
-    return any(f.check_id in NODE_CHECKS for f in inst.failing)
+def _down(inst):
+    return any(f.check_id in NODE_CHECKS or f.check_id.startswith(SERVICE_MAINTENANCE) for f in inst.failing)
 
 
 def _reason(e):

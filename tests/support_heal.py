@@ -27,8 +27,9 @@ def write_spec(dirpath, service, project, instances=3, heal=None, file=COMPOSE_F
     doc.update(extra)
     os.makedirs(dirpath, exist_ok=True)
     path = os.path.join(dirpath, (name or service) + ".json")
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # a heal running now reads the old spec or the new, never half
         json.dump(doc, f)
+    os.replace(path + ".tmp", path)
     return path
 
 
@@ -92,14 +93,17 @@ def register_containers(agent, service, docker_client, project):
             if sid]
 
 
-def register_remote(agent, service, node, status="critical", port=18080, address="10.254.0.9"):
-    """An instance on another node (catalog registration), e.g. a host that was lost."""
+def register_remote(agent, service, node, status="critical", port=18080, address="10.254.0.9", lost=False):
+    """An instance on another node (catalog registration); `lost`: that node's serfHealth is critical
+    too (the host is gone), else only the instance's own check has `status`."""
     sid = "%s:web:%d" % (node, port)
     agent.api("/v1/catalog/register", "PUT", {
         "Node": node, "Address": address,
         "Service": {"ID": sid, "Service": service, "Port": port, "Address": address,
                     "Meta": {"medic_container_id": "f" * 64, "medic_compose_project": "elsewhere"}},
-        "Check": {"CheckID": "service:" + sid, "Name": "remote", "ServiceID": sid, "Status": status}})
+        "Checks": [{"CheckID": "service:" + sid, "Name": "remote", "ServiceID": sid, "Status": status},
+                   {"CheckID": "serfHealth", "Name": "Serf Health Status",
+                    "Status": "critical" if lost else "passing"}]})
     return sid
 
 
@@ -215,6 +219,16 @@ class World:
 
     def running(self):
         return running(self.docker, self.project)
+
+    def kill(self, container):
+        """`docker kill` one container and deregister its instance, as medic-register does on the
+        engine's die event: a restart of the same container (same ID) is not registered until
+        the registrar says so, even when the engine happens to publish it on the same port."""
+        hp = published_port(container)
+        container.kill()
+        if hp:
+            sid = "%s:%s:%d" % (socket.gethostname(), container.name, hp[1])
+            self.agent.api("/v1/agent/service/deregister/" + sid, "PUT")
 
     def register(self):
         """Register running containers not yet registered (what medic-register will do)."""

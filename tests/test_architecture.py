@@ -29,7 +29,7 @@ LAYERS = {
         "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",
         "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
         "handlers.drain_state"],  # rollout helper
-    2: ["handlers.spec", "handlers.spec_cache", "handlers.heal_model", "handlers.decide", "handlers.observe", "handlers.history",
+    2: ["handlers.spec", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
         # registration: conventions (model, checks, labels, roles), the pure diff, the agent client

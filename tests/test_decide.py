@@ -60,8 +60,8 @@ def test_surplus_stopped_containers_are_removed_first():
 
 
 def test_four_declared_three_here_one_remote_critical():
-    d = decide(mkspec(4), obs(*up(3), remote=[Remote("lost:web:80", "lost", False)]), EMPTY_HISTORY, NOW)
-    assert (d.kind, d.target) == ("heal", 4)
+    d = decide(mkspec(4), obs(*up(3), remote=[Remote("lost:web:80", "lost", False, 0.0, True)]), EMPTY_HISTORY, NOW)
+    assert (d.kind, d.target) == ("heal", 4)  # its node is lost (serfHealth): made up at once
     assert d.counts.remote_passing == 0 and d.counts.passing == 3
 
 
@@ -223,9 +223,10 @@ def test_remote_registered_not_passing_started_within_grace_is_pending():
 
 
 def test_remote_not_passing_past_grace_or_without_start_time_counts_for_nothing():
+    seen_long_ago = H(suspects=[("h2:web-4:80", NOW - 31.0)])  # seen failing for a whole grace
     for r in (Remote("h2:web-4:80", "h2", False, NOW - 31.0), Remote("h2:web-4:80", "h2", False, 0.0),
               Remote("h2:web-4:80", "h2", False)):
-        d = decide(mkspec(4), obs(*up(3), remote=[r]), EMPTY_HISTORY, NOW)
+        d = decide(mkspec(4), obs(*up(3), remote=[r]), seen_long_ago, NOW)
         assert (d.kind, d.target, d.counts.remote_pending) == ("heal", 4, 0), r
 
 

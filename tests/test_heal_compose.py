@@ -94,7 +94,7 @@ def test_four_declared_three_here_one_remote_lost(consul_agent, make_world):
     w.wait_passing(4)
     r = w.heal(input=sh.health_payload(consul_agent, w.service))
     assert r.returncode == 0 and ": noop:" in r.stdout and "3 here, 1 elsewhere" in r.stdout, r.stdout
-    sh.register_remote(consul_agent, w.service, remote, status="critical")  # the host is lost
+    sh.register_remote(consul_agent, w.service, remote, status="critical", lost=True)  # the host is lost
     support.wait_for(lambda: w.passing() == 3, what="the remote instance critical")
     payload = sh.health_payload(consul_agent, w.service)
     r = w.heal(input=payload)
@@ -273,3 +273,20 @@ def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_c
     r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0"))
     assert r.returncode == 0 and ": hold:" in r.stdout and "backoff" in r.stdout, r.stdout
     assert len(w.scale_actions()) == 1
+
+
+def test_a_remote_instance_failing_on_a_live_node_is_its_hosts_business_first(consul_agent, make_world):
+    """A check that fails on a live node (an agent restart: every check critical until its first
+    probe) is not made up here at once: that host's medic answers for it (docs/topology.md, rule 3)."""
+    w = make_world(consul_agent, instances=4)
+    w.up(3)
+    w.register()
+    remote = "live-host-" + w.project
+    sh.register_remote(consul_agent, w.service, remote, status="critical")  # serfHealth passing
+    w.wait_passing(3)
+    r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0", MEDIC_DEFER="off"))
+    assert r.returncode == 0 and ": hold:" in r.stdout and "fail on other live hosts (node %s)" % remote in r.stdout, \
+        r.stdout
+    assert len(w.running()) == 3 and w.scale_actions() == []
+    (rec,) = w.records("hold")
+    assert rec["observed"]["remote_watched"] == 1 and rec["until"]

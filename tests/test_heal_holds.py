@@ -33,12 +33,12 @@ def decisions(w):
 
 def test_second_loss_after_a_restored_heal_is_healed_at_once(consul_agent, make_world):
     w = ready(make_world, consul_agent)
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     assert "heal(3)" in w.heal("--service", w.service).stdout
     w.register()
     w.wait_passing(3)
     t0 = time.monotonic()
-    w.running()[1].kill()  # a second loss well inside the 8 s cooldown
+    w.kill(w.running()[1])  # a second loss well inside the 8 s cooldown
     r = w.heal("--service", w.service)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0 and "heal(3)" in r.stdout, r.stdout
@@ -49,12 +49,12 @@ def test_second_loss_after_a_restored_heal_is_healed_at_once(consul_agent, make_
 def test_second_loss_inside_the_cooldown_of_an_unsettled_heal_is_healed_when_it_ends(consul_agent, make_world):
     """No watch and no reconcile: the one run that sees the cooldown keeps the lock, looks again at its end."""
     w = ready(make_world, consul_agent)
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     r = w.heal("--service", w.service)
     assert "heal(3)" in r.stdout, r.stdout  # the restarted container is not registered: unsettled
     t_heal = time.time()
     time.sleep(1.0)
-    w.running()[1].kill()
+    w.kill(w.running()[1])
     r = w.heal("--service", w.service)
     assert r.returncode == 0 and "heal(3)" in r.stdout, r.stdout
     hold, heal = w.records()[-2:]
@@ -82,7 +82,7 @@ def test_a_sigkilled_holder_on_this_host_is_freed_at_once(consul_agent, make_wor
     finally:
         if holder.poll() is None:
             holder.kill()
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     r = w.heal("--service", w.service)
     assert r.returncode == 0 and "heal(3)" in r.stdout, r.stdout
     unlock = w.records()[0]
@@ -109,7 +109,7 @@ def test_a_failing_count_check_heals_the_service_it_counts(consul_agent, make_wo
     consul_agent.api("/v1/agent/check/register", "PUT", {"ID": cid, "Name": "medic count", "TTL": "10m",
                                                           "ServiceID": "medic-" + w.project})
     try:
-        w.running()[2].kill()
+        w.kill(w.running()[2])
         consul_agent.api("/v1/agent/check/fail/%s?note=MEDIC+CRITICAL+-+2/3" % cid, "PUT")
         payload = [c for c in consul_agent.api("/v1/health/state/critical") if c["CheckID"] == cid]
         assert payload and payload[0]["ServiceName"] == "medic"
@@ -124,7 +124,7 @@ def test_pause_resume_and_expiry(consul_agent, make_world):
     w = ready(make_world, consul_agent)
     r = w.heal("--pause", w.service, "--for", "12s", "--reason", "db migration")
     assert r.returncode == 0 and "paused by" in r.stdout and "db migration" in r.stdout, r.stdout
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     # (MEDIC_HOLD_WAIT=0: answer at once; by default a run would wait under the lock for a pause that
     # ends within 15 s, and then heal: see the orchestration test)
     r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0"))
@@ -140,7 +140,7 @@ def test_pause_resume_and_expiry(consul_agent, make_world):
     w.register()
     w.wait_passing(3)
     r = w.heal("--pause", w.service)  # until --resume
-    w.running()[1].kill()
+    w.kill(w.running()[1])
     assert ": hold: paused by" in w.heal("--service", w.service).stdout
     r = w.heal("--resume", w.service)
     assert r.returncode == 0 and "resumed (was paused by" in r.stdout and "heal(3)" in r.stdout, r.stdout
@@ -153,10 +153,10 @@ def test_a_run_that_finds_the_lock_held_makes_the_holder_look_again(consul_agent
     run B finds the lock held, marks the service dirty: A wakes at once, finds its heal restored,
     and heals the second loss long before the cooldown would have ended."""
     w = ready(make_world, consul_agent, cooldown="14s")
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     assert "heal(3)" in w.heal("--service", w.service).stdout
     t_heal = time.time()
-    w.running()[1].kill()
+    w.kill(w.running()[1])
     a = subprocess.Popen([os.path.join(support.BIN, "medic-heal"), "--service", w.service], env=w.env(),
                          stdout=subprocess.PIPE, text=True)
     try:
@@ -184,7 +184,7 @@ def test_a_run_that_finds_the_lock_held_makes_the_holder_look_again(consul_agent
 def test_a_hold_beyond_the_wait_bound_gets_one_deferred_run(consul_agent, make_world):
     w = ready(make_world, consul_agent)
     env = w.env(MEDIC_DEFER="on", MEDIC_HOLD_WAIT="0")  # every look at the pending hold: a deferred run
-    w.running()[0].kill()
+    w.kill(w.running()[0])
     assert "heal(3)" in w.heal("--service", w.service, env=env).stdout
     try:
         for _ in range(3):  # pending (grace 20 s > 15 s): one deferred run, however often we look
@@ -227,7 +227,7 @@ def test_killing_the_container_medic_just_restarted_is_a_loss_not_a_failed_heal(
     from handlers import audit, history, settings
     w = ready(make_world, consul_agent)
     victim = w.running()[0]
-    victim.kill()
+    w.kill(victim)
     assert "heal(3)" in w.heal("--service", w.service).stdout
     support.wait_for(lambda: [c for c in w.running() if c.id == victim.id], 30, what="the restart")
     docker_exit = w.docker.containers.get(victim.id)

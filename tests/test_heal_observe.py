@@ -89,5 +89,8 @@ def test_an_instance_on_a_lost_or_maintained_node_is_never_remote_pending():
                      (Failing("_node_maintenance", "Node Maintenance Mode", "critical"),))
     sick = Instance("h4:web-1:80", "h4", "127.0.0.4", 80, (), {"medic_started": "1700000000"}, False,
                     (Failing("service:h4:web-1:80", "HTTP", "critical"),))
-    o = match([lost, maint, sick], [])
-    assert [(r.node, r.started) for r in o.remote] == [("h2", 0.0), ("h3", 0.0), ("h4", 1700000000.0)]
+    retired = Instance("h5:web-1:80", "h5", "127.0.0.5", 80, (), {"medic_started": "1700000000"}, False,
+                       (Failing("_service_maintenance:h5:web-1:80", "Service Maintenance Mode", "critical"),))
+    o = match([lost, maint, sick, retired], [])
+    assert [(r.node, r.started, r.down) for r in o.remote] == [
+        ("h2", 0.0, True), ("h3", 0.0, True), ("h4", 1700000000.0, False), ("h5", 0.0, True)]
