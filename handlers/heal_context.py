@@ -25,14 +25,15 @@ Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic,
 
 
 class ConsulAccess:
-    """One Consul address: a py-consul client (lock, history, pause, marks), a second one for the
-    lock's renewals, and the consistent health read (light transport: start-up counts)."""
+    """One Consul address: a client for the lock, history, pause, marks (py-consul's calls over
+    the light transport: consul_light), a second one for the lock's renewals, and the
+    consistent health read. No py-consul import on medic-heal's path: start-up counts."""
 
     def __init__(self, st):
-        from . import settings
+        from . import consul_light
         self.st = st
-        self.client = settings.make_client(st)
-        self.renew_client = settings.make_client(st)
+        self.client = consul_light.Client(st)
+        self.renew_client = consul_light.Client(st)
 
     def instances(self, service):
         from . import lighthttp, observe
@@ -70,6 +71,7 @@ class Run:
         self.engine = LazyEngine(parts.engine_factory)
         self.deadline = self.monotonic() + _deadline(environ)
         self.single = True
+        self.not_before = None  # a deferred run: the time it was arranged for
         self.quiet_noops = False  # --all: audit a noop only when it says something new
         self._last = None
         self.hold_wait = _seconds(environ, "MEDIC_HOLD_WAIT", WAIT_BOUND)

@@ -99,8 +99,22 @@ def _held(run, sp, consul, holder, t0):
                               until=run.clock() + WAIT_BOUND)
         return _finish(run, sp, consul, Round(dec, Status.OK, extra={"holder": holder}), t0, waited=False)
     reason = "another handler is on it (%s); marked dirty: it looks again before it lets go" % where
+    note = _holder_check(run, sp, consul, holder)
+    reason += "; " + note if note else ""
     run.audit(_base(run, sp, t0, decision="skip", reason=reason, result=None, argv=None))
     return Result(sp.service, Status.OK, "%s: skip: %s" % (sp.service, reason), None)
+
+
+def _holder_check(run, sp, consul, holder):
+    """A heal holder on another host: make sure its host looks if it still holds HOLDER_CHECK s on."""
+    from . import recheck
+    if run.dry_run or not run.defer:
+        return None
+    if run.not_before is not None:
+        note = recheck.ask_holder_host(consul.client, run.env, sp.service, holder, run.not_before, run.clock())
+        if note:
+            return note
+    return recheck.watch_holder(consul.client, run.env, sp.service, holder, run.clock(), lambda t: run.spawn(sp, t))
 
 
 def _rounds(run, sp, consul, t0):

@@ -51,6 +51,7 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
     tokens = [(conn or {}).get("token") or "", environ.get("CONSUL_HTTP_TOKEN", "")]
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ), secrets=tokens)
     ctx = Run(env, conn or {}, environ, log, _index(environ), dry_run, parts, specs_dir)
+    ctx.not_before = not_before
 
     if reset:
         return heal_admin.reset(ctx, _require(loaded, reset, specs_dir))

@@ -6,8 +6,9 @@ few seconds for every service with a 40 ms CPU budget, so it speaks the small
 subset of HTTP that Consul's API needs: GET/PUT, keep-alive, Content-Length or
 chunked bodies, one explicit timeout per connection, TLS only when asked for.
 
-Everything else (sessions, KV, agent registration) goes through py-consul,
-built by `settings.make_client`.
+medic-heal's KV and session calls go through it too (`consul_light`, py-consul's
+interface); the rest (agent registration, the registrar, the admin commands) goes
+through py-consul, built by `settings.make_client`.
 """
 import json
 import socket

@@ -17,6 +17,11 @@ every run that found the lock held gets someone to look again once it is free.
     medic/<env>/wake/<service>       written by medic-register when a container that was already
                                      deregistered finally exits; the keyprefix watch runs
                                      medic-heal, which deletes the key (CAS) once it looked.
+                                     Also written by a deferred run that finds the heal holder
+                                     on another host still holding HOLDER_CHECK s after a skipper
+                                     saw it take the lock: every host's watch runs medic-heal,
+                                     and the holder's own host frees it if its process is dead
+                                     (a SIGKILLed holder; only its own host can compare the pid).
 
 Marks are hints: failing to write or read one never stops a run (the reconcile check is the
 safety net). `client` is a py-consul client or anything with the same kv.get/put/delete.
@@ -29,6 +34,7 @@ from . import keys
 from .lock import process_alive
 
 OVERDUE = 30.0  # a deferred run this late is presumed gone
+HOLDER_CHECK = 2.0  # a heal holder on another host still holding this long after it took the lock: its host looks
 
 
 def dirty_key(env, service):
@@ -126,6 +132,41 @@ def arrange(client, env, service, at, spawn, now):
     except Exception as e:
         return "no deferred run (%s)" % (str(e).splitlines()[0][:150] if str(e) else type(e).__name__)
     return "deferred run at %s (pid %s)" % (_t(at), pid)
+
+
+def _remote_heal_holder_since(holder):
+    """The `since` of a heal holder on another host, else None."""
+    if not holder or holder.get("operation") != "heal" or holder.get("host") in (None, "", socket.gethostname()):
+        return None
+    try:
+        return float(holder["since"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def watch_holder(client, env, service, holder, now, spawn):
+    """A run found the lock held by a heal run on another host that took it moments ago: arrange
+    one deferred run at since + HOLDER_CHECK that asks that host to look if the same holder still
+    holds then -> a text for the audit record, or None (not a young remote heal holder)."""
+    since = _remote_heal_holder_since(holder)
+    if since is None or now - since > HOLDER_CHECK:
+        return None  # ours (pid compared at once), or old: arranged while it was young, or a long wait
+    return arrange(client, env, service, since + HOLDER_CHECK, spawn, now)
+
+
+def ask_holder_host(client, env, service, holder, not_before, now):
+    """In a deferred run (`not_before`): the heal holder on another host has held the lock since
+    before this run was arranged for it -> write the wake key and say so, else None."""
+    since = _remote_heal_holder_since(holder)
+    if not_before is None or since is None or since > not_before - HOLDER_CHECK + 0.5:
+        return None
+    try:
+        client.kv.put(wake_key(env, service), json.dumps({"at": now, "host": socket.gethostname(), "pid": os.getpid(),
+                                                          "why": "holder check", "holder": holder}))
+    except Exception:
+        return None
+    return "holder on %s since %.1f s: asked every host to look (wake key); its own frees it if its process is dead" % (
+        holder.get("host"), now - since)
 
 
 def done(client, env, service, at):

@@ -6,6 +6,8 @@ after a pause: resume + 3 s), and how many scale actions it may cause. `run()` t
 until the declared count passes and runs again, waits 3 s more (a late over-deploy shows),
 and counts the scale actions in the audit logs of every host.
 """
+import base64
+import json
 import os
 import random  # noqa: F401  (rng is a random.Random)
 import signal
@@ -175,39 +177,37 @@ def after_leader_kill(stack):
     stack.sh("consul.sh", "up", "cluster")  # the killed server back (idempotent: the others are left alone)
 
 
-def _heal_with_compose_child():
-    """PID of a medic-heal whose child runs docker compose, else None."""
-    kids = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append((int(name), cmd))
-    for ppid, children in kids.items():
-        if any(b"compose" in cmd for _, cmd in children):
-            try:
-                with open("/proc/%d/cmdline" % ppid, "rb") as f:
-                    if b"medic-heal" in f.read():
-                        return ppid
-            except OSError:
-                pass
+def _lock_holder(since):
+    """(pid, host) of the medic-heal holding the service's lock that took it at or after `since`
+    (epoch), else None. The hosts share this machine's PID namespace."""
+    try:
+        item = support_chaos.http_json(support_chaos.MONITOR + "/v1/kv/medic/default/lock/" + SERVICE, timeout=1)
+    except (OSError, ValueError):
+        return None
+    if not item or not item[0].get("Session") or not item[0].get("Value"):
+        return None
+    try:
+        doc = json.loads(base64.b64decode(item[0]["Value"]))
+        if doc.get("operation") == "heal" and float(doc.get("since", 0)) >= since:
+            return int(doc["pid"]), doc.get("host")
+    except (ValueError, TypeError, KeyError):
+        return None
     return None
 
 
 def f_heal_sigkill(stack, checker, rng):
+    """A container killed, and the medic-heal that took the lock for it SIGKILLed while it holds it
+    (mid-run: observe, decide or act). The lock stays held by a dead process until it is freed."""
     t0, c0 = time.time(), time.monotonic()
     kill(stack, victims(stack, rng, 1))
-    pid = wait(_heal_with_compose_child, 15, interval=0.002)
-    note = "medic-heal finished before it could be killed"
-    if pid:
-        os.kill(pid, signal.SIGKILL)
-        note = "medic-heal %d SIGKILLed during compose" % pid
+    holder = wait(lambda: _lock_holder(t0 - 0.5), 15, interval=0.002)
+    note = "no medic-heal took the lock within 15 s"
+    if holder:
+        try:
+            os.kill(holder[0], signal.SIGKILL)
+            note = "medic-heal %d on %s SIGKILLed while holding the lock" % holder
+        except ProcessLookupError:
+            note = "medic-heal %d on %s finished before it could be killed" % holder
     return Fault(t0, c0, SLACK, (0, 1), (note,))  # the killed run writes no audit record
 
 

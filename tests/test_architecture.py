@@ -23,7 +23,7 @@ MAX_LINES = 300
 LAYERS = {
     0: ["handlers", "handlers.errors", "handlers.status", "handlers.keys", "handlers.durations",
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
-    1: ["handlers.settings", "handlers.lighthttp", "handlers.kv", "handlers.lock", "handlers.consul_errors",
+    1: ["handlers.settings", "handlers.lighthttp", "handlers.consul_light", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck",
         "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",

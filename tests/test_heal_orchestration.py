@@ -176,6 +176,47 @@ def test_a_live_holder_gets_a_dirty_mark_and_the_holder_looks_again(tmp_path):
     assert recheck.take_dirty(w.consul, None, SERVICE) and not recheck.take_dirty(w.consul, None, SERVICE)
 
 
+def test_a_holder_on_another_host_that_still_holds_later_gets_its_host_asked_to_look(tmp_path):
+    """Only the holder's own host can compare its pid: a SIGKILLed holder elsewhere would keep the
+    lock until its session's TTL ran out (about 2 x 15 s). The skipper arranges one deferred run;
+    if the same holder still holds then, that run writes the wake key (every host's watch runs
+    medic-heal, the holder's host frees a dead holder)."""
+    w = World(tmp_path)
+    w.up(3)
+    w.kill(0)
+    sid = w.consul.session.create()
+    since = w.clock() - 0.3
+    other = json.dumps({"operation": "heal", "host": "elsewhere", "pid": 4242, "since": since})
+    assert w.consul.kv.put(lock.lock_key(None, SERVICE), other, acquire=sid)
+    out = w.run()
+    assert ": skip:" in out.text and "deferred run at" in out.text, out.text
+    assert w.spawned == [(SERVICE, since + recheck.HOLDER_CHECK)]
+    w.run()  # a second skipper: already arranged
+    assert len(w.spawned) == 1
+    w.clock.advance(recheck.HOLDER_CHECK)
+    out = w.run(not_before=since + recheck.HOLDER_CHECK)  # the deferred run: the same holder still holds
+    assert "asked every host to look (wake key)" in out.text, out.text
+    assert json.loads(w.consul.kv.value(recheck.wake_key(None, SERVICE)))["holder"]["host"] == "elsewhere"
+    assert len(w.spawned) == 1 and w.scaled == []  # nothing acted here: the lock is still held
+
+
+def test_an_old_or_new_holder_elsewhere_is_not_reported(tmp_path):
+    w = World(tmp_path)
+    w.up(3)
+    sid = w.consul.session.create()
+    old = json.dumps({"operation": "heal", "host": "elsewhere", "pid": 4242, "since": w.clock() - 9.0})
+    assert w.consul.kv.put(lock.lock_key(None, SERVICE), old, acquire=sid)
+    out = w.run()  # held long: a skipper saw it young and arranged the look, or it waits on a hold
+    assert ": skip:" in out.text and "deferred" not in out.text and w.spawned == []
+    out = w.run(not_before=w.clock() - 5.0)  # a deferred run arranged for this holder (since + 2 s, late)
+    assert "wake key" in out.text, out.text
+    w.consul.kv.delete(recheck.wake_key(None, SERVICE))
+    young = json.dumps({"operation": "heal", "host": "elsewhere", "pid": 4243, "since": w.clock() - 0.1})
+    w.consul.kv.data[lock.lock_key(None, SERVICE)]["Value"] = young.encode()
+    out = w.run(not_before=w.clock() - 0.5)  # a holder newer than the one it was arranged for: not asked
+    assert "wake key" not in out.text and w.consul.kv.value(recheck.wake_key(None, SERVICE)) is None
+
+
 def test_a_rollout_holds_with_its_reason_and_a_look_later(tmp_path):
     w = World(tmp_path)
     w.up(3)
