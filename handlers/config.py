@@ -14,8 +14,8 @@ Fragments (all owned by medic, all named `medic-*.json`):
                                            `<bin>/medic-check --all --ttl --refresh ...`
                          medic:reconcile   `<bin>/medic-heal --all --specs DIR ...` every 30 s
   medic-watches.json   checks watch state=critical -> medic-heal (medic:<service> heals <service>);
-                       one service watch per spec and a keyprefix watch on medic/<env>/wake/ ->
-                       medic-heal; checks watch service=medic (any state) -> medic-notify watch
+                       per spec a service watch, a keyprefix watch on medic/<env>/wake/ ->
+                       medic-heal (stale: docs/medic-config.md); checks watch service=medic -> notify
 
 Never a node-level check (a critical node check would take every instance on the monitoring
 node out of service), never a token (the agent's environment provides CONSUL_HTTP_TOKEN_FILE).
@@ -118,15 +118,15 @@ def reconcile_check(specs, plan):
 
 def watches(specs, plan):
     heal = [_exe(plan, "medic-heal")] + _common_args(plan)
-    out = [{"type": "checks", "state": "critical", "args": heal},
+    out = [{"type": "checks", "state": "critical", "stale": True, "args": heal},
            {"type": "checks", "service": SERVICE_ID,
             "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan)}]
     # A service watch's payload is [] once every instance is gone, and names no service:
     # the watch itself names it, so an empty service is healed too.
-    out += [{"type": "service", "service": name, "args": heal[:1] + ["--service", name] + heal[1:]}
+    out += [{"type": "service", "service": name, "stale": True, "args": heal[:1] + ["--service", name] + heal[1:]}
             for name in sorted(specs)]
     # medic-register's wake-up keys (a container it had deregistered finally exited): wake medic-heal
-    out.append({"type": "keyprefix", "prefix": heal_select.wake_prefix(plan.env), "args": heal})
+    out.append({"type": "keyprefix", "prefix": heal_select.wake_prefix(plan.env), "stale": True, "args": heal})
     return out
 
 

@@ -104,3 +104,27 @@ def _unregistered_node(conn):
         return name if resp.json() is None else None
     except MedicError:
         return None
+
+
+def leader_lost(text):
+    """Does an explained failure (cause prefix + text) say the cluster had no reachable leader?"""
+    return any(str(text).startswith(p.split("%s")[0]) for p in (SERVERS, NO_LEADER, LEADER_LOST))
+
+
+def wait_for_leader(settings, seconds, clock, sleep, step=0.25):
+    """Poll the local agent until the servers name a leader again -> True, or False after `seconds`
+    (a leader election takes a few seconds; a lost quorum does not end by itself)."""
+    from . import lighthttp
+
+    deadline = clock() + seconds
+    while True:
+        try:
+            with lighthttp.Connection(settings._replace(timeout=min(settings.timeout, 2.0))) as conn:
+                resp = conn.request("GET", "/v1/status/leader")
+                if resp.status == 200 and resp.json():
+                    return True
+        except MedicError:
+            pass
+        if clock() + step > deadline:
+            return False
+        sleep(step)

@@ -17,6 +17,7 @@ from .healer import WAIT_BOUND
 
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
 ENGINE_TIMEOUT = 20.0
+LEADER_WAIT = 15.0  # a run that lost the Consul leader waits this long for a new one, then tries once more
 NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long (issue 14)
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
@@ -72,6 +73,7 @@ class Run:
         self.deadline = self.monotonic() + _deadline(environ)
         self.single = True
         self.not_before = None  # a deferred run: the time it was arranged for
+        self._retried = False  # after_election: once per run
         self.quiet_noops = False  # --all: audit a noop only when it says something new
         self._last = None
         self.hold_wait = _seconds(environ, "MEDIC_HOLD_WAIT", WAIT_BOUND)
@@ -88,6 +90,16 @@ class Run:
                 self.log.secrets = tuple(set(self.log.secrets) | {st.token})
             self._settings[sp.service] = st
         return self._settings[sp.service]
+
+    def after_election(self, st):
+        """A run that failed for want of a leader waits for one (at most LEADER_WAIT s, within its
+        deadline) and may try once more -> True, else False."""
+        if self._retried or self.dry_run:
+            return False
+        from . import consul_errors
+        self._retried = True
+        left = min(LEADER_WAIT, self.deadline - self.monotonic() - 5.0)
+        return left > 0 and consul_errors.wait_for_leader(st, left, self.monotonic, self.parts.sleep)
 
     def consul(self, st):
         if st not in self._consul:

@@ -26,6 +26,8 @@ from . import keys
 from .errors import ConsulError
 
 DEFAULT_TTL = 15  # seconds; Consul's minimum is 10
+RELEASE_RETRY = 8.0  # a release Consul refuses (a leader election) is tried again this long
+RELEASE_RETRY_STEP = 0.25
 
 
 def lock_key(env, service):
@@ -107,15 +109,22 @@ class ServiceLock:
             self.client.kv.put(self.key, None, release=self.session)
         except Exception:
             pass  # destroying the session releases it too; failing that, the TTL does
-        self._destroy()
+        self._destroy(RELEASE_RETRY)
 
-    def _destroy(self):
+    def _destroy(self, retry_for=0.0):
+        """Destroy the session; when Consul cannot (no leader for a moment), try again for up to
+        `retry_for` s: a holder that exits with its lock held blocks every other run until its own
+        host frees it or the TTL ends."""
         sid, self.session = self.session, None
-        if sid:
+        deadline = time.monotonic() + retry_for
+        while sid:
             try:
                 self.client.session.destroy(sid)
+                return
             except Exception:
-                pass
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(RELEASE_RETRY_STEP)
 
 
 @contextlib.contextmanager

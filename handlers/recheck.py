@@ -145,13 +145,15 @@ def _remote_heal_holder_since(holder):
 
 
 def watch_holder(client, env, service, holder, now, spawn):
-    """A run found the lock held by a heal run on another host that took it moments ago: arrange
-    one deferred run at since + HOLDER_CHECK that asks that host to look if the same holder still
-    holds then -> a text for the audit record, or None (not a young remote heal holder)."""
+    """A run found the lock held by a heal run on another host: arrange one deferred run (at most
+    one is pending per service) HOLDER_CHECK s after it took the lock (at once when that is past:
+    a holder that exited with its lock held, its release refused during a leader election), that
+    asks that host to look if the same holder still holds then -> a text for the audit record,
+    or None (not a remote heal holder)."""
     since = _remote_heal_holder_since(holder)
-    if since is None or now - since > HOLDER_CHECK:
-        return None  # ours (pid compared at once), or old: arranged while it was young, or a long wait
-    return arrange(client, env, service, since + HOLDER_CHECK, spawn, now)
+    if since is None:
+        return None  # ours: its pid was compared at once
+    return arrange(client, env, service, max(since + HOLDER_CHECK, now + 0.2), spawn, now)
 
 
 def ask_holder_host(client, env, service, holder, not_before, now):
@@ -159,7 +161,7 @@ def ask_holder_host(client, env, service, holder, not_before, now):
     before this run was arranged for it -> write the wake key and say so, else None."""
     since = _remote_heal_holder_since(holder)
     if not_before is None or since is None or since > not_before - HOLDER_CHECK + 0.5:
-        return None
+        return None  # a holder newer than the one this run was arranged for
     try:
         client.kv.put(wake_key(env, service), json.dumps({"at": now, "host": socket.gethostname(), "pid": os.getpid(),
                                                           "why": "holder check", "holder": holder}))

@@ -58,11 +58,13 @@ def test_script_mode_checks_and_watches(tmp_path):
     assert rec["args"] == [heal[0], "--all"] + heal[1:]
     assert (rec["interval"], rec["timeout"]) == ("30s", "150s")
     assert docs["medic-watches.json"]["watches"] == [
-        {"type": "checks", "state": "critical", "args": heal},
+        {"type": "checks", "state": "critical", "stale": True, "args": heal},
         {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + heal[1:]},
-        {"type": "service", "service": "a.example", "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
-        {"type": "service", "service": "b.example", "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
-        {"type": "keyprefix", "prefix": "medic/live/wake/", "args": heal},
+        {"type": "service", "service": "a.example", "stale": True,
+         "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
+        {"type": "service", "service": "b.example", "stale": True,
+         "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
+        {"type": "keyprefix", "prefix": "medic/live/wake/", "stale": True, "args": heal},
     ]
 
 
