@@ -164,9 +164,11 @@ def up():
     say("2. Consul: 3 servers on 127.0.0.2-4 (raft_multiplier 1) + monitoring agent on 127.0.0.1")
     sh(["bash", os.path.join(ROOT, "testbed", "consul.sh"), "up", "cluster"])
     sh(["consul", "members", "-http-addr=" + CONSUL])
-    # a pause left by an earlier `make demo-down` (kept if the cluster kept its data) ends here
-    req = urllib.request.Request(CONSUL + "/v1/kv/medic/default/pause/" + SERVICE, method="DELETE")
-    urllib.request.urlopen(req, timeout=5).read()
+    # hands off while the demo composes its replicas: the agent's watches run medic-heal as they
+    # start, and a heal of 0/3 at the same moment as the compose below would collide with it
+    # (this pause also replaces one an earlier `make demo-down` left; it ends after step 3)
+    sh([os.path.join(BIN, "medic-heal"), "--pause", SERVICE, "--reason", "make demo: bringing the replicas up",
+        "--specs", os.path.join(ROOT, "specs"), "--audit-log", AUDIT, "--consul-addr", CONSUL], quiet=True)
 
     say("3. medic-register follows the Docker engine; the demo service at 3 replicas")
     log = open(os.path.join(STATE, "register.log"), "ab")
@@ -178,6 +180,8 @@ def up():
         f.write(str(p.pid))
     sh(COMPOSE + ["up", "-d", "--scale", "web=3", "web"], quiet=True)
     wait(lambda: len(passing()) == 3, 60, "3 passing instances")
+    sh([os.path.join(BIN, "medic-heal"), "--resume", SERVICE, "--specs", os.path.join(ROOT, "specs"),
+        "--audit-log", AUDIT, "--consul-addr", CONSUL], quiet=True)
     wait(lambda: medic_check_status() == "passing", 60, "medic:%s passing" % SERVICE)
     for e in passing():
         print("   %-40s %s:%d  %s" % (e["Service"]["ID"], e["Service"]["Address"], e["Service"]["Port"],

@@ -52,8 +52,8 @@ class Stack:
         self.specs = os.path.join(self.dir, "specs")
         h = {"grace": "15s", "cooldown": "2s", "backoff_base": "2s", "backoff_max": "8s", "max_attempts": 3}
         h.update(heal or {})
-        support_heal.write_spec(self.specs, self.service, self.project, instances=instances, heal=h,
-                                file=self.compose_file)
+        self.heal_policy, self.instances = h, instances
+        self.write_spec()
         self.audit = os.path.join(self.dir, "audit.jsonl")
         self.consul_d = os.path.join(self.dir, "consul.d")
         kw = {"dev": False, "config": {"server": True, "bootstrap_expect": 1}}
@@ -63,6 +63,10 @@ class Stack:
         self.registrar = None
 
     # -- bring up ----------------------------------------------------------------
+    def write_spec(self, **heal):
+        support_heal.write_spec(self.specs, self.service, self.project, instances=self.instances,
+                                heal=dict(self.heal_policy, **heal), file=self.compose_file)
+
     def render(self):
         r = support.run_medic("medic-config", ["--specs", self.specs, "--out", self.consul_d, "--audit-log",
                                                self.audit, "--consul-addr", self.agent.addr,
@@ -71,6 +75,12 @@ class Stack:
         return self
 
     def start(self, replicas=None, wait=True):
+        """Agent, registrar, and `replicas` containers brought up by the test. Healing is off while
+        the test composes them: the agent's watches run medic-heal as it starts (and a run that
+        finds no leader yet waits for one), which would scale 0 to the declared count at the same
+        moment (two `compose up`s of one project: a container name conflict)."""
+        if replicas:
+            self.write_spec(enabled=False)
         self.render()
         if self.agent.proc is None:
             self.agent.start()
@@ -79,6 +89,7 @@ class Stack:
         self.registrar.start()
         if replicas:
             self.compose("up", "-d", "--scale", "web=%d" % replicas, "web")
+            self.write_spec()  # healing on: the containers exist (pending until they pass)
         if wait and replicas:
             self.wait_passing(replicas, 60)
         return self
