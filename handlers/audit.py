@@ -28,6 +28,15 @@ def audit_path(explicit=None, environ=None):
     return os.path.abspath(explicit or env.get("MEDIC_AUDIT_LOG") or DEFAULT_AUDIT_LOG)
 
 
+_HOST = []
+
+
+def _hostname():
+    if not _HOST:
+        _HOST.append(socket.gethostname())
+    return _HOST[0]
+
+
 def _scrub(value, secrets):
     if isinstance(value, str):
         for s in secrets:
@@ -51,9 +60,9 @@ class AuditLog:
         """Append one record; returns the line written. Raises OSError on failure."""
         now = time.time()  # read once: seconds and milliseconds from the same instant
         rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (now % 1 * 1000),
-               "host": socket.gethostname(), "pid": os.getpid()}
+               "host": _hostname(), "pid": os.getpid()}
         rec.update(record)
-        line = json.dumps(_scrub(rec, self.secrets), sort_keys=True, default=str) + "\n"
+        line = json.dumps(_scrub(rec, self.secrets) if self.secrets else rec, sort_keys=True, default=str) + "\n"
         with self._lock:
             fd = self._current()
             try:

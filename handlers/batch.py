@@ -100,11 +100,12 @@ def load_specs(dirpath, env):
     A bad file fails only itself; its service is guessed from the file name.
     """
     good, bad, seen = {}, {}, {}
-    # spec has no public "list the spec files" name yet (listed for the lead): load_dir stops at the first bad file
-    for path in spec.spec_files(dirpath):
+    for path, doc in spec.load_documents(dirpath):
         name = os.path.basename(path)[:-len(".json")]
         try:
-            s = spec.load_file(path, env)
+            if isinstance(doc, SpecError):
+                raise doc
+            s = spec.build(doc, path, env)
             key = s.service.lower()
             if key in seen:
                 raise SpecError("%s: $.service: %r is already declared by %s" % (path, s.service, seen[key]))

@@ -21,6 +21,7 @@ LEADER_WAIT = 15.0  # a run that lost the Consul leader waits this long for a ne
 NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long (issue 14)
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
+_NO_ADDR = namedtuple("NoAddr", "consul_addr service")(None, None)  # a spec that names no Consul address
 Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
 Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
 
@@ -79,17 +80,23 @@ class Run:
         self.hold_wait = _seconds(environ, "MEDIC_HOLD_WAIT", WAIT_BOUND)
         self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
         self._settings, self._consul = {}, {}
+        self.prefetch = None  # triage.Prefetch of a run naming many services
+
+    def start_prefetch(self):
+        """Start triage's Consul reads for the default address (a spec without consul_addr)."""
+        from . import triage
+        self.prefetch = triage.Prefetch(self.settings(_NO_ADDR), self.env)
 
     def settings(self, sp):
-        if sp.service not in self._settings:
+        if sp.consul_addr not in self._settings:  # the spec's address is the only per-service input
             from . import settings
             c = self.conn
             st = settings.resolve(c.get("consul_addr"), c.get("token"), c.get("token_file"), c.get("timeout"),
                                   spec_addr=sp.consul_addr, environ=self.environ)
             if st.token:
                 self.log.secrets = tuple(set(self.log.secrets) | {st.token})
-            self._settings[sp.service] = st
-        return self._settings[sp.service]
+            self._settings[sp.consul_addr] = st
+        return self._settings[sp.consul_addr]
 
     def after_election(self, st):
         """A run that failed for want of a leader waits for one (at most LEADER_WAIT s, within its

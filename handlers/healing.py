@@ -47,11 +47,13 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
     if not_before is not None:
         _sleep_until(parts, not_before)
     specs_dir = spec_mod.specs_dir(specs, environ)
-    loaded = spec_mod.load_dir(specs_dir, env)
     tokens = [(conn or {}).get("token") or "", environ.get("CONSUL_HTTP_TOKEN", "")]
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ), secrets=tokens)
     ctx = Run(env, conn or {}, environ, log, _index(environ), dry_run, parts, specs_dir)
     ctx.not_before = not_before
+    if all_ or (sel is not None and len(sel.names) > 1):  # a triage run: its Consul reads start now
+        ctx.start_prefetch()
+    loaded = spec_mod.load_dir(specs_dir, env)
 
     if reset:
         return heal_admin.reset(ctx, _require(loaded, reset, specs_dir))
@@ -116,7 +118,7 @@ def _named(ctx, sel, loaded, specs_dir):
 
 def _triage(ctx, chosen):
     from . import healer, triage
-    needs, quiet = triage.split(chosen, ctx.env, ctx.settings, ctx.engine, ctx.clock())
+    needs, quiet = triage.split(chosen, ctx.env, ctx.settings, ctx.engine, ctx.clock(), ctx.prefetch)
     out = []
     for sp, reason in quiet:
         ctx.audit({"service": sp.service, "env": ctx.env, "index": ctx.index, "dry_run": ctx.dry_run,

@@ -32,8 +32,8 @@ class Registrar:
     RETRY_FIRST, RETRY_MAX = 2.0, 300.0  # backoff of a refused request, per service ID
 
     def __init__(self, opts, agent, engine, audit=None, filters=(), log=None, clock=time.monotonic,
-                 wall=time.time):
-        self.opts, self.agent, self.engine = opts, agent, engine
+                 wall=time.time, probe=None):
+        self.opts, self.agent, self.engine, self.probe = opts, agent, engine, probe  # probe: reg_probe
         self.audit, self.filters, self.log = audit, tuple(filters), log or (lambda msg: None)
         self.clock, self.wall = clock, wall
         self.containers = {}     # id -> inspect
@@ -196,11 +196,15 @@ class Registrar:
 
     def _apply(self, op, services):
         if op.action == "register":
-            reg = op.registration
-            self.agent.register(reg.body())
+            reg, body = op.registration, op.registration.body()
+            # a new registration's check starts passing only if one probe of it passed just now
+            first = self.probe(body.get("Check")) if self.probe and op.service_id not in services else None
+            if first:
+                body["Check"]["Status"] = first
+            self.agent.register(body)
             self.record({"action": "register", "service_id": op.service_id, "service": reg.name,
                          "address": "%s:%d" % (reg.address, reg.port), "tags": list(reg.tags),
-                         "container": reg.container_id, "reason": op.reason})
+                         "container": reg.container_id, "reason": op.reason, "first_probe": first})
             check = dict(reg.check or ())
             if is_refused(check):
                 self.agent.fail_check("service:" + reg.id, check["Notes"])
@@ -225,9 +229,8 @@ class Registrar:
     def _write_wakes(self):
         while self.wakes:
             name, cid, why = self.wakes[0]
-            rec = {"at": int(self.wall()), "why": why, "container": cid}
             try:
-                key = self.agent.put_wake(name, rec)
+                key = self.agent.put_wake(name, {"at": int(self.wall()), "why": why, "container": cid})
             except (Refused, ValueError) as e:
                 self.record({"action": "wake", "service": name, "container": cid,
                              "reason": "wake-up key not written: %s" % e})
@@ -273,8 +276,7 @@ class Registrar:
         engine reconnect are always recorded; routine ones that changed nothing only as an
         hourly summary (the log says each one at -v), so a quiet fleet does not fill the log."""
         regs = sum(1 for o in d.ops if o.action == "register")
-        deregs = len(d.ops) - regs
-        what = "applied the differences" if d.ops else "nothing differs, nothing written"
+        deregs, what = len(d.ops) - regs, "applied the differences" if d.ops else "nothing differs, nothing written"
         self.log("%s: %d registered, %d deregistered, %d unchanged, %d refused: %s"
                  % (why, regs, deregs, d.unchanged, len(self.retry), what))
         now = self.clock()

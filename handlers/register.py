@@ -44,13 +44,16 @@ def build():
     @click.option("--tags", "force_tags", default="", help="Comma-separated tags added to every service.")
     @click.option("--filter", "filters", multiple=True, metavar="LABEL[=VALUE]",
                   help="Only containers with this label (repeatable; all must match).")
+    @click.option("--probe/--no-probe", "probe", default=True, show_default=True,
+                  help="Probe a new registration's HTTP or TCP check once and register it passing if that "
+                  "probe passes (Consul's first run waits a random part of the interval).")
     @options.audit_log
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
     def cmd(once, resync, ip, allow_loopback, internal, explicit, deregister, hostname, registrar_id, force_tags,
-            filters, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
-        from . import audit, reg_agent, reg_loop, reg_model, reg_registrar, settings
+            filters, probe, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+        from . import audit, reg_agent, reg_loop, reg_model, reg_probe, reg_registrar, settings
         from .errors import UsageError
 
         if not (0 <= resync <= 86400 and 0 < docker_timeout <= 600):  # NaN and Infinity fail too
@@ -67,7 +70,8 @@ def build():
         agent = reg_agent.Agent(s, env_name)
         reg = reg_registrar.Registrar(opts, agent, reg_loop.docker_client(docker_timeout),
                                       audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
-                                      filters=filters, log=log if verbose else None)
+                                      filters=filters, log=log if verbose else None,
+                                      probe=reg_probe.first_status if probe else None)
         if warning:
             log("warning: " + warning)
             reg.record({"action": "warning", "reason": warning})

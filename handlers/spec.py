@@ -47,66 +47,11 @@ def specs_dir(explicit=None, environ=None):
     return explicit or env.get("MEDIC_SPECS") or DEFAULT_SPECS_DIR
 
 
-# -- validation and normalisation (cold path) -----------------------------
-_validator = None
-
-
-def _schema_validator():
-    global _validator
-    if _validator is None:
-        import jsonschema
-        with open(SCHEMA_PATH, encoding="utf-8") as f:
-            schema = json.load(f)
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-        _validator = cls(schema)
-    return _validator
-
-
-def _error_path(err):
-    path = "$"
-    for p in err.absolute_path:
-        path += "[%d]" % p if isinstance(p, int) else "." + str(p)
-    return path
-
-
+# -- validation (handlers.spec_schema: jsonschema, cold path) and normalisation ----
 def validate_document(doc, path):
     """Raise SpecError naming file, JSON path and problem; return nothing."""
-    import jsonschema
-
-    v = _schema_validator()
-    try:
-        errors = sorted(v.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
-    except RecursionError:
-        raise SpecError("%s: $: nested too deeply" % path) from None
-    if errors:
-        best = _scale_branch_error(v, jsonschema.exceptions.best_match(errors), doc)
-        msg = best.message
-        if best.validator == "oneOf" and _error_path(best).endswith(".scale"):
-            msg = "scale must be {driver: compose, project, file, service} or {driver: swarm, service}"
-        if len(msg) > 200:
-            msg = msg[:197] + "..."
-        raise SpecError("%s: %s: %s" % (path, _error_path(best), msg))
-
-
-def _scale_branch_error(v, best, doc):
-    """Inside `scale`, name the error of the branch its `driver` picks (not "'swarm' was expected")."""
-    parts = list(best.absolute_path)
-    if "scale" not in parts:
-        return best
-    at = parts.index("scale") + 1
-    scale = doc
-    for p in parts[:at]:
-        scale = scale[p] if isinstance(scale, (dict, list)) else None
-    branches = {"compose": 0, "swarm": 1}
-    if not isinstance(scale, dict) or scale.get("driver") not in branches:
-        return best
-    sub = v.schema["$defs"]["scale"]["oneOf"][branches[scale["driver"]]]
-    errs = list(type(v)(sub).iter_errors(scale))
-    if not errs:
-        return best
-    errs[0].path.extendleft(reversed(parts[:at]))
-    return errs[0]
+    from . import spec_schema
+    spec_schema.validate(doc, path, SCHEMA_PATH)
 
 
 def _normalise_part(part, path, where):
@@ -265,14 +210,41 @@ def spec_files(dirpath):
             if n.endswith(".json") and not n.startswith(".") and n != "schema.json"]
 
 
+def load_documents(dirpath, use_cache=True):
+    """Every spec file of a directory -> [(path, document or SpecError)], in file-name order.
 
+    One directory-level cache entry when every file is unchanged (a stat each, one read);
+    otherwise file by file, a bad file failing only itself."""
+    paths = spec_files(dirpath)
+    cdir = spec_cache.cache_dir() if use_cache else None
+    key = realdir = None
+    if cdir and paths:
+        try:
+            realdir = os.path.realpath(dirpath)
+            key = spec_cache.dir_key([(os.path.basename(p), os.stat(p)) for p in paths], os.stat(SCHEMA_PATH))
+        except OSError:
+            key = None
+        docs = spec_cache.dir_get(cdir, realdir, key) if key else None
+        if docs is not None and len(docs) == len(paths):
+            return list(zip(paths, docs))
+    out = []
+    for path in paths:
+        try:
+            out.append((path, load_document(path, use_cache)))
+        except SpecError as e:
+            out.append((path, e))
+    if key and not any(isinstance(d, SpecError) for _, d in out):
+        spec_cache.dir_put(cdir, realdir, key, [d for _, d in out])
+    return out
 
 
 def load_dir(dirpath, env=None, use_cache=True):
-    """Every spec in a directory -> {service: Spec}; a duplicate service is an error."""
+    """Every spec in a directory -> {service: Spec}; a bad file or a duplicate service is an error."""
     specs, seen = {}, {}
-    for path in spec_files(dirpath):
-        spec = load_file(path, env, use_cache)
+    for path, doc in load_documents(dirpath, use_cache):
+        if isinstance(doc, SpecError):
+            raise doc
+        spec = build(doc, path, env)
         key = spec.service.lower()  # Consul DNS is case-insensitive
         if key in seen:
             raise SpecError("%s: $.service: %r is already declared by %s" % (path, spec.service, seen[key]))

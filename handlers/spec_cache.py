@@ -2,10 +2,13 @@
 
 Keyed by the file's inode, mtime and size and the schema's mtime and size; stored
 as marshal under $MEDIC_CACHE_DIR (empty: off) or $XDG_CACHE_HOME/consul-medic.
-The cache is an optimisation only: every failure reads as a miss.
+A whole specs directory also has one entry (`dir_get`/`dir_put`), keyed by every
+file's name, inode, mtime and size: a pass over 1,000 specs opens one cache file,
+not 1,000. The cache is an optimisation only: every failure reads as a miss.
 """
 import marshal
 import os
+import stat
 
 CACHE_VERSION = 2  # 2: durations bounded (handlers.durations)
 
@@ -22,23 +25,42 @@ def cache_key(st, schema_st):
     return (CACHE_VERSION, st.st_ino, st.st_mtime_ns, st.st_size, schema_st.st_mtime_ns, schema_st.st_size)
 
 
-def _file(cdir, real):
-    return os.path.join(cdir, "spec" + real.replace("%", "%25").replace("/", "%") + ".marshal")
+def _file(cdir, real, prefix="spec"):
+    return os.path.join(cdir, prefix + real.replace("%", "%25").replace("/", "%") + ".marshal")
 
 
-def get(cdir, real, key):
+def dir_key(names_stats, schema_st):
+    """[(name, stat)] of a directory's spec files -> its key (None if one is not a regular file)."""
+    files = []
+    for name, st in names_stats:
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        files.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+    return (CACHE_VERSION, schema_st.st_mtime_ns, schema_st.st_size, tuple(files))
+
+
+def dir_get(cdir, realdir, key):
+    """The directory's documents, in file-name order, if stored under this key; else None."""
+    return get(cdir, realdir, key, prefix="dir")
+
+
+def dir_put(cdir, realdir, key, docs):
+    put(cdir, realdir, key, list(docs), prefix="dir")
+
+
+def get(cdir, real, key, prefix="spec"):
     try:
-        with open(_file(cdir, real), "rb") as f:
+        with open(_file(cdir, real, prefix), "rb") as f:
             stored_key, doc = marshal.load(f)
     except (OSError, ValueError, EOFError, TypeError):
         return None
     return doc if stored_key == key else None
 
 
-def put(cdir, real, key, doc):
+def put(cdir, real, key, doc, prefix="spec"):
     try:
         os.makedirs(cdir, mode=0o700, exist_ok=True)
-        target = _file(cdir, real)
+        target = _file(cdir, real, prefix)
         tmp = "%s.%d.tmp" % (target, os.getpid())
         with open(tmp, "wb") as f:
             marshal.dump((key, doc), f)

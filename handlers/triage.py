@@ -9,7 +9,9 @@ once instead, a constant 2 Consul requests per Consul address plus 1 engine list
     GET /v1/kv/medic/<env>/history/?recurse   every service's history
     GET /containers/json?all=1         every compose container of this engine (one list call)
 
-and runs the same pure `decide()` per service. A service is settled here only when
+and runs the same pure `decide()` per service. The two Consul reads start in a thread as
+soon as the payload is parsed (`Prefetch`), so Consul builds its node dump while the
+specs load; a group whose address is not the prefetched one reads its own. A service is settled here only when
 nothing about it is uncertain: the count is met, every local container is running
 and passing, none is pending, failing, stopped or stale, and decide() says a plain
 noop with no history transition. Everything else (and every Swarm spec, and any
@@ -18,6 +20,7 @@ observation, decide, act. Triage never acts, so a wrong "needs work" only costs 
 full run; a "settled" needs every condition above.
 """
 import base64
+import threading
 
 from . import decide, health, history, lighthttp, nodedump, observe
 from .errors import ConsulError, EngineError, MedicError
@@ -79,7 +82,42 @@ def settled(sp, obs, hist, now):
             and tuple(d.suspects) == tuple(hist.suspects))
 
 
-def split(specs, env, settings_for, engine, now):
+def _read(st, env):
+    """One Consul address's (node dump, {service: History})."""
+    with lighthttp.Connection(st) as conn:
+        _, nodes, _ = conn.get_json(nodedump.NODES_PATH)
+        return nodes, histories(conn, env)
+
+
+class Prefetch:
+    """`_read` for the run's default Consul settings, started now in a thread."""
+
+    def __init__(self, st, env):
+        self.settings, self._out = st, None
+        self._thread = threading.Thread(target=self._run, args=(st, env), daemon=True, name="triage-prefetch")
+        self._thread.start()
+
+    def _run(self, st, env):
+        try:
+            self._out = _read(st, env)
+        except Exception as e:  # MedicError, or anything: handed to the main thread as it is
+            self._out = e
+
+    def take(self, st):
+        """The prefetched reads if `st` is what was fetched, else None. Raises what the read raised."""
+        if st != self.settings:
+            return None
+        self._thread.join(st.timeout * 2 + 1)
+        out, self._out = self._out, None
+        if out is None:
+            raise ConsulError("Consul at %s: the triage read did not finish" % st.addr)
+        if isinstance(out, BaseException):
+            raise out
+        self.settings = None  # taken once
+        return out
+
+
+def split(specs, env, settings_for, engine, now, prefetch=None):
     """[Spec] -> (needs_work [Spec], settled [(Spec, reason)]). Never raises MedicError:
     whatever triage cannot read goes to the full path."""
     compose = [sp for sp in specs if sp.scale.driver == "compose"]
@@ -99,9 +137,7 @@ def split(specs, env, settings_for, engine, now):
     for group in by_addr.values():
         try:
             st = settings_for(group[0])
-            with lighthttp.Connection(st) as conn:
-                _, nodes, _ = conn.get_json(nodedump.NODES_PATH)
-                hists = histories(conn, env)
+            nodes, hists = (prefetch and prefetch.take(st)) or _read(st, env)
             entries = nodedump.entries_by_service(nodes, {sp.service.lower() for sp in group})
         except MedicError:
             needs.extend(group)

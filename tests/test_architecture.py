@@ -29,12 +29,12 @@ LAYERS = {
         "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",
         "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
         "handlers.drain_state"],  # rollout helper
-    2: ["handlers.spec", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
+    2: ["handlers.spec", "handlers.spec_schema", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
         # registration: conventions (model, checks, labels, roles), the pure diff, the agent client
         "handlers.reg_model", "handlers.reg_checks", "handlers.reg_labels", "handlers.reg_roles",
-        "handlers.reg_diff", "handlers.reg_agent",
+        "handlers.reg_diff", "handlers.reg_agent", "handlers.reg_probe",
         # traffic: the load balancer's view, rendering and applying; failover's pure decision and its I/O
         "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
         "handlers.failover_decide", "handlers.failover_io",

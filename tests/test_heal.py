@@ -327,3 +327,31 @@ def test_a_crashed_holder_frees_the_lock_by_session_ttl(world):
         r = world.heal("--service", world.service, env=world.env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
         return r.returncode == 3 and "engine: cannot reach" in r.stdout
     support.wait_for(past_lock, timeout=40, interval=1.0, what="the crashed holder's session to expire")
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--specs", "/s", "--consul-addr", "127.0.0.1:8500", "--env", "live", "--token-file", "/t", "--audit-log", "/a"],
+    ["--all", "--specs=/s", "--consul-timeout", "2.5", "-v"],
+    ["--service", "www.example.com", "--dry-run"],
+])
+def test_the_handlers_plain_argv_skips_click_with_the_same_meaning(argv, monkeypatch):
+    """medic-heal's fast path (no click import) hands run() exactly what the click command does."""
+    from handlers.status import Outcome
+    seen = []
+    monkeypatch.setattr(heal, "run", lambda **kw: seen.append(kw) or Outcome(Status.OK, "MEDIC OK - x"))
+    assert heal._fast(list(argv)) is not None
+    runtime.execute(command=heal._command, fast=None, argv=list(argv))
+    assert len(seen) == 2
+    fast, slow = seen
+    fast["services"], slow["services"] = tuple(fast["services"]), tuple(slow["services"])
+    slow = {k: v for k, v in slow.items() if k in fast or v}  # click's other modes: all None/False
+    assert fast == slow
+
+
+@pytest.mark.parametrize("argv", [["--pause", "x"], ["--resume", "x"], ["--reset", "x"], ["--help"],
+                                  ["--service", "a", "--service", "b"], ["--not-before", "1", "--service", "a"],
+                                  ["--bogus"], ["--consul-timeout", "soon"], ["stray"]])
+def test_anything_else_goes_to_click(argv, monkeypatch):
+    monkeypatch.setattr(heal, "run", lambda **kw: pytest.fail("the fast path ran %r" % (argv,)))
+    assert heal._fast(list(argv)) is None

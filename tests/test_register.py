@@ -71,9 +71,11 @@ def test_labelled_container_registered_then_killed_gone(env, capsys):
     assert svc["Meta"]["medic_compose_service"] == "web"
     assert svc["Meta"]["medic_registrar"] == d.registrar_id
     support.wait_for(lambda: passing(env.agent, sid), timeout=30, what="a passing HTTP check")
+    t_passing = time.monotonic() - watch.t0  # the registrar's first probe, or Consul's first run
+    support.wait_for(lambda: "/cgi-bin/health" in sr.checks_of(env.agent, sid)["service:" + sid]["Output"],
+                     timeout=30, what="Consul's own first run of the check")
     (chk,) = sr.checks_of(env.agent, sid).values()
-    assert chk["Type"] == "http" and "/cgi-bin/health" in chk["Output"]
-    t_passing = time.monotonic() - watch.t0
+    assert chk["Type"] == "http" and chk["Status"] == "passing"
 
     gone = sr.Stopwatch(lambda: sid not in sr.services(env.agent))
     gone.start()
@@ -88,6 +90,21 @@ def test_labelled_container_registered_then_killed_gone(env, capsys):
     assert (rc, out.startswith("MEDIC OK - stopped by SIGTERM")) == (0, True), (out, d.stderr())
     acts = [(r["action"], r.get("service_id")) for r in d.records() if r["action"] in ("register", "deregister")]
     assert acts == [("register", sid), ("deregister", sid)]
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_a_new_check_starts_passing_only_after_the_registrars_own_probe_passed(env, probe):
+    """Consul runs a new check after a random part of its interval (60 s here): with the first
+    probe the check is passing the moment it is registered; --no-probe leaves it critical."""
+    d = env.daemon(resync=30, extra=() if probe else ("--no-probe",))
+    name = "medic-reg-%s-%s" % (env.unique, "probe" if probe else "noprobe")
+    sid = sr.service_id(name)
+    sr.run_container(env.client, env.unique, name, labels=labels_for(env.unique, SERVICE_CHECK_INTERVAL="60s"))
+    support.wait_for(lambda: sr.checks_of(env.agent, sid), timeout=30, interval=0.01, what="registration")
+    (chk,) = sr.checks_of(env.agent, sid).values()
+    assert chk["Status"] == ("passing" if probe else "critical"), (chk, d.stderr())
+    (rec,) = [r for r in d.records("register") if r.get("service_id") == sid]
+    assert rec["first_probe"] == ("passing" if probe else None)
 
 
 def test_stop_pause_and_unpause(env):

@@ -385,7 +385,7 @@ def test_registration_body_is_json():
 class FakeAgent:
     def __init__(self):
         self.svc, self.fail, self.calls = {}, False, 0
-        self.refuse, self.tried, self.wakes, self.failed = {}, [], [], []
+        self.refuse, self.tried, self.wakes, self.failed, self.bodies = {}, [], [], [], []
 
     def _io(self):
         self.calls += 1
@@ -411,6 +411,7 @@ class FakeAgent:
             from handlers.reg_agent import Refused
             raise Refused("Consul PUT /v1/agent/service/register: HTTP 400: Invalid service", self.refuse[body["ID"]])
         self.tried.append(body["ID"])
+        self.bodies.append(body)
         self.svc[body["ID"]] = {"ID": body["ID"], "Service": body["Name"], "Address": body["Address"],
                                 "Port": body["Port"], "Tags": body["Tags"], "Meta": body["Meta"]}
 

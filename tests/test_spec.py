@@ -124,6 +124,40 @@ def test_cache_never_hides_an_invalid_edit(tmp_path):
         specmod.load_file(p)
 
 
+def test_a_specs_directory_is_served_from_one_cache_entry_until_any_file_changes(tmp_path, monkeypatch):
+    d = tmp_path / "specs"
+    d.mkdir()
+    pa = write(d, "a.json", BASE)
+    write(d, "b.json", dict(BASE, service="api.example.com"))
+    assert sorted(specmod.load_dir(str(d))) == ["api.example.com", "www.example.com"]
+    opened = []
+    real_get = specmod.spec_cache.get
+    monkeypatch.setattr(specmod.spec_cache, "get", lambda *a, **k: opened.append(k.get("prefix", "spec"))
+                        or real_get(*a, **k))
+    assert specmod.load_dir(str(d))["www.example.com"].instances == 2
+    assert opened == ["dir"]  # one read for the directory, no per-file entry
+    # an edit (new mtime), a new file and a removed file each miss the directory entry
+    write(d, "a.json", dict(BASE, instances=3))
+    os.utime(pa, ns=(3, 3))
+    assert specmod.load_dir(str(d))["www.example.com"].instances == 3
+    write(d, "c.json", dict(BASE, service="c.example.com"))
+    assert "c.example.com" in specmod.load_dir(str(d))
+    os.remove(str(d / "b.json"))
+    assert sorted(specmod.load_dir(str(d))) == ["c.example.com", "www.example.com"]
+
+
+def test_a_bad_file_fails_only_itself_and_is_never_cached_as_good(tmp_path):
+    d = tmp_path / "specs"
+    d.mkdir()
+    write(d, "a.json", BASE)
+    pb = write(d, "b.json", dict(BASE, service="api.example.com", instances=0))
+    for _ in range(2):  # the second pass must not be served a cached "good" directory
+        docs = dict(specmod.load_documents(str(d)))
+        assert isinstance(docs[pb], SpecError) and not isinstance(docs[str(d / "a.json")], SpecError)
+        with pytest.raises(SpecError, match="b.json"):
+            specmod.load_dir(str(d))
+
+
 def test_durations():
     assert specmod.parse_duration("1m30s") == 90.0
     assert specmod.parse_duration("500ms") == 0.5

@@ -49,3 +49,26 @@ def test_a_circuit_transition_goes_to_the_full_path():
     old = decide.History((), 0.0, NOW - 10_000, ())  # opened longer ago than the window
     assert decide.decide(SPEC, obs([c(1), c(2)]), old, NOW).circuit == "close"
     assert not triage.settled(SPEC, obs([c(1), c(2)]), old, NOW)
+
+
+def test_the_prefetched_reads_are_the_reads_and_are_used_once(consul_agent):
+    """Real agent behind a counting proxy: the prefetch makes triage's two reads, split uses them
+    (no read of its own), a second take or other settings read for themselves."""
+    import pytest
+    import support_check as sc
+    from handlers import settings
+    from handlers.errors import ConsulError
+    proxy = sc.CountingProxy("127.0.0.1", consul_agent.ports["http"])
+    try:
+        st = settings.resolve(proxy.addr)
+        pf = triage.Prefetch(st, "default")
+        nodes, hists = pf.take(st)
+        assert [r[1].split("?")[0] for r in proxy.requests] == ["/v1/internal/ui/nodes", "/v1/kv/medic/default/history/"]
+        assert any(n.get("Node") == consul_agent.node for n in nodes) and isinstance(hists, dict)
+        assert pf.take(st) is None  # taken once: a later group reads fresh
+        assert triage.Prefetch(st, "default").take(settings.resolve(consul_agent.addr)) is None  # another address
+    finally:
+        proxy.close()
+    dead = settings.resolve("127.0.0.1:1", timeout=1)
+    with pytest.raises(ConsulError):
+        triage.Prefetch(dead, "default").take(dead)  # the thread's failure is the caller's, as a direct read's
