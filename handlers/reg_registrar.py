@@ -11,6 +11,7 @@ from .reg_checks import is_refused
 from .reg_diff import diff, event_action, event_effect, event_exit_code, matches
 from .reg_labels import desired, is_serving, registrations
 from .reg_model import META_CONTAINER
+from .reg_wake import Wakes
 
 
 def _engine_error(e):
@@ -32,7 +33,7 @@ class Registrar:
     RETRY_FIRST, RETRY_MAX = 2.0, 300.0  # backoff of a refused request, per service ID
 
     def __init__(self, opts, agent, engine, audit=None, filters=(), log=None, clock=time.monotonic,
-                 wall=time.time, probe=None):
+                 wall=time.time, probe=None, fallback=None):
         self.opts, self.agent, self.engine, self.probe = opts, agent, engine, probe  # probe: reg_probe
         self.audit, self.filters, self.log = audit, tuple(filters), log or (lambda msg: None)
         self.clock, self.wall = clock, wall
@@ -42,7 +43,7 @@ class Registrar:
         self.pending = set()     # container ids with unapplied changes
         self.pending_full = False
         self.retry = {}          # service id -> [attempts, clock() of the next try, container id]
-        self.wakes = []          # (service name, container id, why) to write to medic/<env>/wake/
+        self.wakes = Wakes(agent, self.record, wall, fallback)  # medic/<env>/wake/ keys (reg_wake)
         self.stats = {"register": 0, "deregister": 0, "unchanged": 0, "skipped": 0, "refused": 0, "wake": 0}
         self._skips_seen, self._skips_now = set(), set()
         self._quiet, self._summary_at = 0, clock()
@@ -106,8 +107,8 @@ class Registrar:
                 # deregistered at its stop signal; its exit changes nothing in Consul: wake medic-heal
                 code = event_exit_code(event)
                 for name in self.stopping[cid][1]:
-                    self.wakes.append((name, cid, "container %s exited (code %s) after it was deregistered at "
-                                       "its stop signal" % (labels.get("name") or cid[:12], code)))
+                    self.wakes.add(name, cid, "container %s exited (code %s) after it was deregistered at "
+                                   "its stop signal" % (labels.get("name") or cid[:12], code))
             if self.opts.deregister == "on-success" and cid not in self.stopping:
                 if action == "die" and (event_exit_code(event) or 0) != 0 and cid in self.containers:
                     self.exited[cid] = self.containers.pop(cid)  # kept registered: its check tells
@@ -190,7 +191,8 @@ class Registrar:
             self.retry.pop(op.service_id, None)
             self.stats[op.action] += 1
             self.log("%s %s (%s)" % (op.action, op.service_id, op.reason))
-        self._write_wakes()
+        self.wakes.flush()
+        self.stats["wake"] = self.wakes.written
         self.stats["unchanged"] = d.unchanged
         return d
 
@@ -225,19 +227,6 @@ class Registrar:
         self.log("%s %s" % (op.service_id, msg))
         self.record({"action": "refused", "service_id": op.service_id, "container": cid, "status": err.status,
                      "attempt": attempts, "retry_in": delay, "reason": msg})
-
-    def _write_wakes(self):
-        while self.wakes:
-            name, cid, why = self.wakes[0]
-            try:
-                key = self.agent.put_wake(name, {"at": int(self.wall()), "why": why, "container": cid})
-            except (Refused, ValueError) as e:
-                self.record({"action": "wake", "service": name, "container": cid,
-                             "reason": "wake-up key not written: %s" % e})
-            else:
-                self.stats["wake"] += 1
-                self.record({"action": "wake", "service": name, "container": cid, "key": key, "reason": why})
-            self.wakes.pop(0)
 
     def _note_skip(self, key, rec):
         """Audit a deliberate non-action once (not again on every resync while it lasts)."""

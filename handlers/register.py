@@ -47,17 +47,26 @@ def build():
     @click.option("--probe/--no-probe", "probe", default=True, show_default=True,
                   help="Probe a new registration's HTTP or TCP check once and register it passing if that "
                   "probe passes (Consul's first run waits a random part of the interval).")
+    @click.option("--heal-fallback", "heal_fallback", is_flag=True,
+                  help="A host whose agent runs medic-heal: when a wake-up key cannot be written (no Consul "
+                  "leader), start medic-heal here directly (docs/medic-register.md).")
+    @click.option("--heal-token-file", "heal_token_file", metavar="FILE",
+                  help="With --heal-fallback: the heal role's token file (the registrar's token is never passed on).")
+    @click.option("--heal-audit-log", "heal_audit_log", metavar="FILE",
+                  help="With --heal-fallback: medic-heal's audit log [default: its own].")
     @options.audit_log
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
     def cmd(once, resync, ip, allow_loopback, internal, explicit, deregister, hostname, registrar_id, force_tags,
-            filters, probe, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
-        from . import audit, reg_agent, reg_loop, reg_model, reg_probe, reg_registrar, settings
+            filters, probe, heal_fallback, heal_token_file, heal_audit_log, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+        from . import audit, reg_agent, reg_loop, reg_model, reg_probe, reg_registrar, reg_wake, settings
         from .errors import UsageError
 
         if not (0 <= resync <= 86400 and 0 < docker_timeout <= 600):  # NaN and Infinity fail too
             raise UsageError("--resync must be 0 to 86400 seconds and --docker-timeout above 0, at most 600")
+        if (heal_token_file or heal_audit_log) and not heal_fallback:
+            raise UsageError("--heal-token-file and --heal-audit-log go with --heal-fallback")
         s = settings.resolve(consul_addr, token, token_file, consul_timeout)
         env_name = settings.environment(env)
         host = hostname or socket.gethostname()
@@ -71,7 +80,10 @@ def build():
         reg = reg_registrar.Registrar(opts, agent, reg_loop.docker_client(docker_timeout),
                                       audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
                                       filters=filters, log=log if verbose else None,
-                                      probe=reg_probe.first_status if probe else None)
+                                      probe=reg_probe.first_status if probe else None,
+                                      fallback=reg_wake.HealSpawner(sys.argv[0], env_name, specs, consul_addr,
+                                                                    heal_token_file, heal_audit_log)
+                                      if heal_fallback else None)
         if warning:
             log("warning: " + warning)
             reg.record({"action": "warning", "reason": warning})

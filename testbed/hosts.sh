@@ -139,9 +139,11 @@ start_agent() {  # K
 start_registrar() {  # K
   local k=$1 d; d=$(dir_of "$k")
   alive_pid "$d/register.pid" && return 0
+  local heal=()  # this host's agent runs medic-heal: the registrar starts it when Consul has no leader
+  [ -n "$specs" ] && heal=(--heal-fallback --specs "$specs" --heal-audit-log "$d/audit.jsonl")
   DOCKER_HOST=$(engine_env "$k") in_host "$k" "$d/register.log" "$d/register.pid" \
     medic-register --consul-addr "http://$(ip_of "$k"):8500" --hostname "$(name_of "$k")" \
-    --registrar-id "$(name_of "$k")" --resync "$resync" --audit-log "$d/register.jsonl"
+    --registrar-id "$(name_of "$k")" --resync "$resync" --audit-log "$d/register.jsonl" "${heal[@]}"
 }
 
 write_state() {

@@ -34,7 +34,7 @@ LAYERS = {
         "handlers.notify_core",
         # registration: conventions (model, checks, labels, roles), the pure diff, the agent client
         "handlers.reg_model", "handlers.reg_checks", "handlers.reg_labels", "handlers.reg_roles",
-        "handlers.reg_diff", "handlers.reg_agent", "handlers.reg_probe",
+        "handlers.reg_diff", "handlers.reg_agent", "handlers.reg_probe", "handlers.reg_wake",
         # traffic: the load balancer's view, rendering and applying; failover's pure decision and its I/O
         "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
         "handlers.failover_decide", "handlers.failover_io",
