@@ -119,6 +119,7 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                         registrar.record({"action": "engine", "reason": "event stream lost: %s" % item[1]})
                     engine_down = True
                 elif kind == "event":
+                    consul_at = min(consul_at, clock())  # news from the engine: try Consul now, not after the backoff
                     try:
                         registrar.on_event(item[1])
                     except EngineError as e:

@@ -5,7 +5,7 @@ reg_labels.desired and reg_diff.diff; one audit record per action or deliberate 
 """
 import time
 
-from .errors import EngineError
+from .errors import ConsulError, EngineError
 from .reg_agent import Refused
 from .reg_checks import is_refused
 from .reg_diff import diff, event_action, event_effect, event_exit_code, matches
@@ -164,7 +164,10 @@ class Registrar:
         """
         now = self.clock()
         self.stopping = {c: v for c, v in self.stopping.items() if now - v[0] < self.STOPPING_GRACE}
-        roles, bad_roles = self.agent.roles()
+        try:
+            roles, bad_roles, lost = self.agent.roles() + (None,)
+        except ConsulError as e:  # KV needs a leader; the agent's own endpoints below do not
+            roles, bad_roles, lost = {}, [], e
         services, checks = self.agent.services(), self.agent.checks()
         fleet = list(self.containers.values()) + list(self.exited.values())
         want, skips = desired(fleet, self.opts, roles, exclude=set(self.stopping), exited=set(self.exited))
@@ -179,7 +182,9 @@ class Registrar:
         wanted = {op.service_id for op in d.ops}
         for sid in [s for s in self.retry if s not in wanted and (scope is None or self.retry[s][2] in scope)]:
             self.retry.pop(sid)  # no longer wanted (container gone, labels changed, done by hand)
-        for op in d.ops:
+        # without the role records only deregistrations (and wake-ups) go now: a registration
+        # without its role tags would flap them; the loop retries the whole converge (raised below)
+        for op in [o for o in d.ops if not lost or o.action == "deregister"]:
             r = self.retry.get(op.service_id)
             if r is not None and now < r[1]:
                 continue  # refused before: waits for its own retry time
@@ -193,6 +198,8 @@ class Registrar:
             self.log("%s %s (%s)" % (op.action, op.service_id, op.reason))
         self.wakes.flush()
         self.stats["wake"] = self.wakes.written
+        if lost:
+            raise lost
         self.stats["unchanged"] = d.unchanged
         return d
 

@@ -64,8 +64,8 @@ class Wakes:
             self.fell_back.add((name, cid))
             try:
                 what = "medic-heal started directly (pid %d)" % self.fallback(name, rec)
-            except (OSError, ValueError) as e:
-                what = "medic-heal could not be started: %s" % e
+            except Exception as e:  # a fallback that cannot start must never stop the registrar
+                what = "medic-heal could not be started: %s: %s" % (type(e).__name__, e)
             self.record({"action": "wake", "service": name, "container": cid, "fallback": True,
                          "reason": "wake-up key not written (%s; the agent's watches wait 5 s after an error): "
                                    "%s" % (str(err).splitlines()[0][:200], what)})
@@ -86,8 +86,8 @@ class HealSpawner:
 
     def __init__(self, argv0, env_name, specs=None, consul_addr=None, token_file=None, audit_log=None, environ=None):
         exe = os.path.join(os.path.dirname(argv0 or ""), "medic-heal")
-        self.argv = [exe if os.path.isfile(exe) else "medic-heal", "--env", env_name]
-        for flag, value in (("--specs", specs), ("--consul-addr", consul_addr), ("--token-file", token_file),
+        self.argv = [exe if os.path.isfile(exe) else "medic-heal"]
+        for flag, value in (("--env", env_name), ("--specs", specs), ("--consul-addr", consul_addr), ("--token-file", token_file),
                             ("--audit-log", audit_log)):
             if value:
                 self.argv += [flag, value]

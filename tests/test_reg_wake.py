@@ -94,3 +94,18 @@ def test_the_fallback_run_gets_the_wake_record_as_a_keyprefix_payload_and_never_
     assert len(spawn.children) <= 2  # the finished first child was reaped
     for p in spawn.children:
         p.wait(30)
+
+
+def test_the_default_environment_passes_no_env_and_a_broken_spawner_never_stops_the_registrar(tmp_path):
+    spawn = reg_wake.HealSpawner(str(tmp_path / "medic-register"), None, environ={})
+    assert spawn.argv == ["medic-heal"]  # nothing beside argv0: found on PATH
+    agent, w, records, _ = make()
+
+    def broken(service, record):
+        raise TypeError("expected str, bytes or os.PathLike object, not NoneType")
+    w.fallback = broken
+    agent.fail = ConsulError("No cluster leader")
+    w.add("a", "c1", "why")
+    with pytest.raises(ConsulError):  # the registrar's loop retries; nothing else escapes
+        w.flush()
+    assert "medic-heal could not be started: TypeError" in records[0]["reason"]

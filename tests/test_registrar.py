@@ -640,3 +640,59 @@ def test_a_container_publishing_a_port_range_is_refused_not_registered_by_the_hu
     ports = {"%d/tcp" % p: [{"HostIp": "127.0.0.1", "HostPort": str(p + 20000)}] for p in range(1000, 1200)}
     regs, skips = labels.registrations(container(ports=ports), OPTS)
     assert regs == [] and skips[0].action == "refuse" and "200 ports: at most 128" in skips[0].reason
+
+
+def test_without_a_leader_the_dead_are_deregistered_and_medic_heal_started_registrations_wait():
+    """KV (role records, wake-up keys) needs a leader; the agent's own endpoints do not."""
+    from handlers.errors import ConsulError
+    a, b = container(name="a", cid="a" * 64), container(name="b", cid="b" * 64)
+
+    class Leaderless(FakeAgent):
+        leaderless = False
+
+        def roles(self):
+            if self.leaderless:
+                raise ConsulError("Consul GET /v1/kv/medic/default/roles/: server error: No cluster leader")
+            return super().roles()
+
+        def put_wake(self, service, record):
+            if self.leaderless:
+                raise ConsulError("Consul PUT /v1/kv/medic/default/wake/x: HTTP 500: No cluster leader")
+            return super().put_wake(service, record)
+    agent, engine, started = Leaderless(), FakeEngine([a]), []
+    reg = core.Registrar(OPTS, agent, engine, fallback=lambda name, rec: started.append(name) or 99)
+    reg.resync()
+    agent.leaderless = True
+    engine.by_id = {b["Id"]: b}
+    reg.on_event(_ev("kill", a["Id"], signal="9", name="a"))
+    reg.on_event(_ev("die", a["Id"], exitCode="137", name="a"))
+    reg.on_event(_ev("start", b["Id"]))
+    with pytest.raises(ConsulError):
+        reg.sync_pending()
+    assert list(agent.svc) == [] and started == ["medic-demo"]  # a deregistered, medic-heal started; b waits
+    assert reg.pending == {a["Id"], b["Id"]}                # kept: the loop retries with backoff
+    agent.leaderless = False
+    reg.sync_pending()
+    assert list(agent.svc) == ["host1:b:80"] and len(agent.wakes) == 1 and started == ["medic-demo"]
+
+
+def test_an_engine_event_tries_consul_at_once_instead_of_waiting_out_the_backoff():
+    """After a failed converge the loop backs off (0.2 s, doubling to 5 s); news from the engine (a
+    replacement started by a heal) is tried at once. The registrar's clock runs 10x slow here, so
+    the first backoff is 2 s of real time and the test ends after 1.2 s."""
+    import queue
+    import threading
+    import time
+    a, b = container(name="a", cid="a" * 64), container(name="b", cid="b" * 64)
+    agent = FakeAgent()
+    agent.fail = True
+    reg = core.Registrar(OPTS, agent, FakeEngine([a, b]), clock=lambda: time.monotonic() / 10)
+
+    def no_engine():
+        raise OSError("engine gone")  # events come through the queue below
+    stop, q = threading.Event(), queue.Queue()
+    q.put(("event", _ev("start", a["Id"])))  # fails: Consul down, backoff starts
+    threading.Timer(0.3, lambda: (setattr(agent, "fail", False), q.put(("event", _ev("start", b["Id"]))))).start()
+    threading.Timer(1.2, lambda: (stop.set(), q.put(("stop",)))).start()
+    loop.serve(reg, no_engine, stop, q, resync_every=0)
+    assert sorted(agent.svc) == ["host1:a:80", "host1:b:80"]
