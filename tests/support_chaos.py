@@ -248,12 +248,13 @@ def read_jsonl(path):
 
 
 def tracebacks(path):
-    """Lines of a log that start or carry a Python traceback."""
+    """Lines of a log that start or carry a Python traceback, or a medic executable's crash line
+    (`MEDIC UNKNOWN - internal error: ...`: runtime's boundary caught an unexpected exception)."""
     out = []
     try:
         with open(path, errors="replace") as f:
             for n, line in enumerate(f, 1):
-                if "Traceback (most recent call last)" in line:
+                if "Traceback (most recent call last)" in line or " - internal error: " in line:
                     out.append("%s:%d: %s" % (path, n, line.strip()[:300]))
     except FileNotFoundError:
         pass

@@ -45,3 +45,14 @@ def test_chaos_three_minutes(consul_bin, docker_client, tmp_path, capsys):
     with capsys.disabled():
         print("[chaos] %d slow recoveries (not asserted here): %s" % (len(slow), [v["fault"] for v in slow]))
     assert hard == [], json.dumps(hard, indent=1, default=str)[:4000]
+
+
+def test_the_checker_sees_a_traceback_and_a_crash_line(tmp_path):
+    """tracebacks() is not vacuous: a Python traceback and runtime's crash line are both found."""
+    import support_chaos
+    log = tmp_path / "register.log"
+    log.write_text("2026-11-27T21:40:29 medic-register[1]: consul: retrying with backoff\n"
+                   "MEDIC UNKNOWN - internal error: TypeError: expected str (run with -v for the traceback)\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 1\nMEDIC OK - stopped by SIGTERM\n")
+    found = support_chaos.tracebacks(str(log))
+    assert [f.split(":")[1] for f in found] == ["2", "3"]
