@@ -111,17 +111,22 @@ def leader_lost(text):
     return any(str(text).startswith(p.split("%s")[0]) for p in (SERVERS, NO_LEADER, LEADER_LOST))
 
 
-def wait_for_leader(settings, seconds, clock, sleep, step=0.25):
-    """Poll the local agent until the servers name a leader again -> True, or False after `seconds`
-    (a leader election takes a few seconds; a lost quorum does not end by itself)."""
+def wait_for_leader(settings, seconds, clock, sleep, step=0.25, key="medic"):
+    """Poll until the cluster has a leader that answers -> True, or False after `seconds`
+    (a leader election takes a few seconds; a lost quorum does not end by itself).
+
+    "Answers" is a consistent read of `key` (200 or 404; 403 too: the servers resolved the
+    token): in the first second after a leader died, the survivors still NAME it in
+    /v1/status/leader, and a run that took that for a new leader failed again at once."""
     from . import lighthttp
+    from .lighthttp import quote
 
     deadline = clock() + seconds
     while True:
         try:
             with lighthttp.Connection(settings._replace(timeout=min(settings.timeout, 2.0))) as conn:
-                resp = conn.request("GET", "/v1/status/leader")
-                if resp.status == 200 and resp.json():
+                resp = conn.request("GET", "/v1/kv/" + "/".join(quote(p) for p in key.split("/")), [("consistent", None)])
+                if resp.status in (200, 403, 404):
                     return True
         except MedicError:
             pass

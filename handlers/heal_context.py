@@ -98,7 +98,7 @@ class Run:
             self._settings[sp.consul_addr] = st
         return self._settings[sp.consul_addr]
 
-    def after_election(self, st):
+    def after_election(self, st, key="medic"):
         """A run that failed for want of a leader waits for one (at most LEADER_WAIT s, within its
         deadline) and may try once more -> True, else False."""
         if self._retried or self.dry_run:
@@ -106,7 +106,7 @@ class Run:
         from . import consul_errors
         self._retried = True
         left = min(LEADER_WAIT, self.deadline - self.monotonic() - 5.0)
-        return left > 0 and consul_errors.wait_for_leader(st, left, self.monotonic, self.parts.sleep)
+        return left > 0 and consul_errors.wait_for_leader(st, left, self.monotonic, self.parts.sleep, key=key)
 
     def consul(self, st):
         if st not in self._consul:

@@ -82,7 +82,7 @@ def heal_service(run, sp):
         if e.kind == "consul" and st is not None:
             why = consul_errors.cause(st, why) + why
         run.audit(_base(run, sp, t0, decision="error", reason=why, result=None, argv=None))
-        if consul_errors.leader_lost(why) and run.after_election(st):
+        if consul_errors.leader_lost(why) and run.after_election(st, lock.lock_key(run.env, sp.service)):
             return heal_service(run, sp)  # once per run: the trigger still needs a decision
         return Result(sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why),
                       None)

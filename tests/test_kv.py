@@ -87,3 +87,34 @@ def test_explain_adds_nothing_when_the_cluster_is_fine(consul_agent):
     st = settings.resolve(consul_agent.addr, environ={})
     assert consul_errors.explain(st, "something else") == "something else"
     assert consul_errors.cause(st, "rpc error: x").startswith("Consul servers unreachable (leader ")
+
+
+def test_a_named_leader_that_does_not_answer_is_not_a_leader(consul_agent):
+    """wait_for_leader asks for a consistent read, not for a name: right after a leader died, the
+    survivors still name it (stand-in server below), and a retry then failed again at once."""
+    import http.server
+    import time
+
+    class Survivor(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'"127.0.0.2:8300"' if self.path.startswith("/v1/status/leader") else b"No cluster leader"
+            self.send_response(200 if self.path.startswith("/v1/status/leader") else 500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Survivor)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        st = settings.resolve("127.0.0.1:%d" % srv.server_address[1], timeout=1)
+        t0 = time.monotonic()
+        assert consul_errors.wait_for_leader(st, 0.6, time.monotonic, time.sleep, step=0.1,
+                                             key="medic/default/lock/x") is False
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    real = settings.resolve(consul_agent.addr)
+    assert consul_errors.wait_for_leader(real, 5, time.monotonic, time.sleep, key="medic/default/lock/x") is True
