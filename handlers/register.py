@@ -49,7 +49,7 @@ def build():
                   "probe passes (Consul's first run waits a random part of the interval).")
     @click.option("--heal-fallback", "heal_fallback", is_flag=True,
                   help="A host whose agent runs medic-heal: when a wake-up key cannot be written (no Consul "
-                  "leader), start medic-heal here directly (docs/medic-register.md).")
+                  "leader), start medic-heal here directly.")
     @click.option("--heal-token-file", "heal_token_file", metavar="FILE",
                   help="With --heal-fallback: the heal role's token file (the registrar's token is never passed on).")
     @click.option("--heal-audit-log", "heal_audit_log", metavar="FILE",
