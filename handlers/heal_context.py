@@ -13,6 +13,7 @@ import sys
 import time
 from collections import namedtuple
 
+from . import runtime
 from .healer import WAIT_BOUND
 
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
@@ -21,7 +22,7 @@ LEADER_WAIT = 15.0  # a run that lost the Consul leader waits this long for a ne
 NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long (issue 14)
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
-_NO_ADDR = namedtuple("NoAddr", "consul_addr service")(None, None)  # a spec that names no Consul address
+_NO_ADDR = namedtuple("NoAddr", "consul_addr")(None)  # a spec that names no Consul address
 Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
 Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
 
@@ -158,7 +159,7 @@ class Run:
         if self.parts.spawn is not None:
             return self.parts.spawn(sp, at)
         from . import healer
-        argv = [healer.exe_path(sys.argv[0]), "--service", sp.service, "--not-before", "%.3f" % at,
+        argv = [runtime.sibling(sys.argv[0], "medic-heal"), "--service", sp.service, "--not-before", "%.3f" % at,
                 "--specs", self.specs_dir, "--audit-log", self.log.path]
         if self.env:
             argv += ["--env", self.env]

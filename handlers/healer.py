@@ -17,7 +17,6 @@ A hold that ends by itself (Decision.until) is looked at again at its end: a run
 one service keeps the lock and waits (at most WAIT_BOUND, woken early by a dirty mark);
 otherwise it arranges one deferred run. The exit state comes from the Decision and the act.
 """
-import os
 from collections import namedtuple
 
 from .errors import MedicError
@@ -289,8 +288,3 @@ def child_env(environ, st, delay, deadline):
     env["MEDIC_DEADLINE"] = "%.0f" % (max(0.0, delay) + deadline)
     env.pop("CONSUL_INDEX", None)
     return env
-
-
-def exe_path(argv0):
-    exe = os.path.join(os.path.dirname(argv0 or ""), "medic-heal")
-    return exe if os.path.isfile(exe) else "medic-heal"

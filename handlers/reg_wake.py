@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 
-from . import keys
+from . import keys, runtime
 from .errors import ConsulError
 from .reg_agent import Refused
 
@@ -85,8 +85,7 @@ class HealSpawner:
     CONSUL_HTTP_TOKEN_FILE of the registrar's environment are not passed on."""
 
     def __init__(self, argv0, env_name, specs=None, consul_addr=None, token_file=None, audit_log=None, environ=None):
-        exe = os.path.join(os.path.dirname(argv0 or ""), "medic-heal")
-        self.argv = [exe if os.path.isfile(exe) else "medic-heal"]
+        self.argv = [runtime.sibling(argv0, "medic-heal")]
         for flag, value in (("--env", env_name), ("--specs", specs), ("--consul-addr", consul_addr), ("--token-file", token_file),
                             ("--audit-log", audit_log)):
             if value:

@@ -58,6 +58,12 @@ EPILOG = ("Exit states: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad input, or Co
           "bounds a run (seconds).")
 
 
+def sibling(argv0, name):
+    """The medic executable `name` beside the running one (argv0), else `name` (found on PATH)."""
+    exe = os.path.join(os.path.dirname(argv0 or ""), name)
+    return exe if os.path.isfile(exe) else name
+
+
 def help_status(command):
     """Exit state of -h/--help/--version for this command factory."""
     return Status.UNKNOWN if getattr(command, "__module__", None) in PLUGINS else Status.OK
