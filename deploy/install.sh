@@ -61,9 +61,13 @@ done
 # smoke: the packages come from this venv, and every executable starts
 "$prefix/bin/python" -I - "$prefix" <<'EOF'
 import os, sys
-import handlers, specs, watches
+import importlib.util
+import consul_medic.handlers, consul_medic.specs, consul_medic.watches
 prefix = os.path.realpath(sys.argv[1])
-for mod in (handlers, watches, specs):
+for name in ("handlers", "watches", "specs"):  # the generic names stay free
+    if importlib.util.find_spec(name) is not None:
+        sys.exit("install: a top-level %r package is importable from this venv" % name)
+for mod in (consul_medic.handlers, consul_medic.watches, consul_medic.specs):
     for where in map(os.path.realpath, mod.__path__):  # specs is a namespace package (data)
         if not where.startswith(prefix + os.sep):
             sys.exit("install: %s imports from %s, not from %s" % (mod.__name__, where, prefix))

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 
 import support  # noqa: E402
 import support_redis  # noqa: E402
-from handlers import audit  # noqa: E402
+from consul_medic.handlers.core import audit  # noqa: E402
 
 
 def say(text):

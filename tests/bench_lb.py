@@ -25,9 +25,10 @@ def _distribution(samples):
 
 
 def lb_render_1000(b, n=1000, trials=5):
-    from handlers import lb_render, lb_view
+    from consul_medic.handlers.lb import lb_render
+    from consul_medic.handlers.service import instances
     view = {"svc-%04d.example.com" % i: [
-        lb_view.Instance("svc-%d-%d" % (i, k), "10.0.%d.%d" % (i // 250, i % 250), 8000 + k, ("web",), None,
+        instances.Instance("svc-%d-%d" % (i, k), "10.0.%d.%d" % (i // 250, i % 250), 8000 + k, ("web",), None,
                          "node-%d" % k, True, 10, "passing") for k in range(2)] for i in range(n)}
     tpl = lb_render.load_template("nginx-http")
     samples = []
@@ -114,7 +115,7 @@ def failover_time(b, trials=5):
     tmp = os.path.join(b.tmp, "failover")
     os.makedirs(tmp)
     world = support_redis.RedisWorld(client, factory, tmp, "bench%d" % os.getpid())
-    samples, lost, acked, stale = [], 0, 0, 0
+    samples, lost, acked = [], 0, 0
     writer = None
     try:
         for n in ("r1", "r2", "r3"):

@@ -12,8 +12,8 @@ import itertools
 import time
 import uuid
 
-from handlers import health
-from handlers.scaler import Result, compose_argv
+from consul_medic.handlers.consul import health
+from consul_medic.handlers.engine.scaler import Result, compose_argv
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

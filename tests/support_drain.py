@@ -124,7 +124,7 @@ def measure_drain(undo=True):
 
 
 def _records(path):
-    from handlers import audit
+    from consul_medic.handlers.core import audit
     try:
         return audit.read(path)
     except OSError:

@@ -16,7 +16,7 @@ import time
 import support
 import support_heal
 import support_register
-from handlers import audit
+from consul_medic.handlers.core import audit
 
 COMPOSE_TEMPLATE = """services:
   web:

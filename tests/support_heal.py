@@ -123,7 +123,7 @@ def checks_payload(agent, service):
 
 
 def heal_records(path, service=None, decision=None):
-    from handlers import audit
+    from consul_medic.handlers.core import audit
     return [r for r in audit.read(path) if r.get("kind") == "heal"
             and (service is None or r.get("service") == service)
             and (decision is None or r.get("decision") == decision)]
@@ -140,7 +140,7 @@ def heal_env(agent, specs, audit_log, **extra):
 def pause(agent, service, reason="test teardown", env=None):
     """What `medic-heal --pause SERVICE` writes (handlers/pause.py), through the agent's HTTP API."""
     import time
-    from handlers import pause as pause_mod
+    from consul_medic.handlers.service import pause as pause_mod
     body = {"until": None, "reason": reason, "by": "tests", "at": time.time()}
     return agent.api("/v1/kv/" + pause_mod.pause_key(env, service), "PUT", body)
 
@@ -149,7 +149,7 @@ def quiesce(agent, service, env=None, timeout=60):
     """Pause medic for `service`, stop its deferred run, and wait until no handler holds its lock.
     A dead agent has no handlers left: nothing to wait for."""
     import time
-    from handlers import lock
+    from consul_medic.handlers.consul import lock
     try:
         pause(agent, service, env=env)
     except Exception:
@@ -172,7 +172,7 @@ def kill_deferred(agent, service, env=None):
     """Stop the deferred medic-heal run arranged for `service` (its pid is in KV), if any."""
     import base64
     import signal
-    from handlers import recheck
+    from consul_medic.handlers.heal import recheck
     try:
         items = agent.api("/v1/kv/" + recheck.deferred_key(env, service)) or []
         pid = json.loads(base64.b64decode(items[0]["Value"])).get("pid")

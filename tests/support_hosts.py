@@ -151,7 +151,7 @@ class Hosts:
         return {i: len(self.running(i, project)) for i in self.indexes()}
 
     def heal_records(self, service, i=None):
-        from handlers import audit
+        from consul_medic.handlers.core import audit
         out = []
         for h in self.state()["hosts"]:
             if i is not None and h["index"] != i:

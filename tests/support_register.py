@@ -69,7 +69,7 @@ class Daemon:
         return [ln for ln in self.stderr().splitlines() if "resync: " in ln and " registered, " in ln]
 
     def records(self, action=None):
-        from handlers import audit
+        from consul_medic.handlers.core import audit
         return [r for r in audit.read(self.audit_log) if action is None or r.get("action") == action]
 
 

@@ -136,7 +136,7 @@ class RollWorld:
         return json.loads(base64.b64decode(items[0]["Value"])) if items else None
 
     def records(self, what=None):
-        from handlers import audit
+        from consul_medic.handlers.core import audit
         return [r for r in audit.read(self.audit) if r.get("kind") == "rollout"
                 and (what is None or r.get("what") == what)]
 

@@ -6,8 +6,8 @@ import pytest
 
 import support
 import support_heal
-from handlers import acl
-from handlers.errors import UsageError
+from consul_medic.handlers.consul import acl
+from consul_medic.handlers.core.errors import UsageError
 
 MASTER = "site-master-5b1e0c7a-0000-4000-8000-000000000001"
 ACL_CONFIG = {"primary_datacenter": "dc1", "check_update_interval": "0s",
@@ -302,7 +302,7 @@ def test_register_and_heal_with_role_tokens_and_without(acl_agent, world, tmp_pa
 @pytest.mark.consul
 def test_disabled_acls_deny_nothing(consul_agent):
     """On an agent without ACLs the probe answers 'nothing denied' (HTTP 401 'ACL support disabled')."""
-    from handlers import lighthttp, settings
+    from consul_medic.handlers.consul import lighthttp, settings
 
     st = settings.resolve(consul_agent.addr, environ={})
     with lighthttp.Connection(st) as conn:
@@ -313,7 +313,7 @@ def test_disabled_acls_deny_nothing(consul_agent):
 @pytest.mark.consul
 def test_fallback_probe_on_acl_agent(acl_agent, world):
     """Older Consul without /v1/internal/acl/authorize: refused reads and an empty node list tell."""
-    from handlers import lighthttp, settings
+    from consul_medic.handlers.consul import lighthttp, settings
 
     with open(world["tokens"]["weak"]) as f:
         weak = f.read().strip()
@@ -395,8 +395,8 @@ class _Canned:
     (404, "no such endpoint", []),                # older Consul: the fallback probes (404: not denied)
 ])
 def test_probe_error_paths(status, body, outcome):
-    from handlers import lighthttp, settings
-    from handlers.errors import ConsulError
+    from consul_medic.handlers.consul import lighthttp, settings
+    from consul_medic.handlers.core.errors import ConsulError
 
     srv = _Canned(status, body)
     try:

@@ -1,9 +1,14 @@
-"""The house stays as docs/architecture.md draws it: layers import downwards only, no cycles,
-executables are wiring only and never import each other, modules stay under ~300 lines.
+"""The house stays as docs/architecture.md draws it: one folder per capability over shared layers.
 
-The layer of every module of handlers/ and watches/ is in LAYERS below: the ONE table (the doc
-explains the layers and points here). A new module must be added to it, in the lowest layer
-whose modules it needs. Imports are read with `ast` (function-level imports count too).
+- A shared layer imports only the layers below it (and itself): core < consul, engine < spec <
+  service, catalog < replace. consul and engine do not import each other; nor do service and
+  catalog.
+- A capability (one executable's concern: check, heal, ...) imports the shared layers and its own
+  folder, never another capability: what two capabilities share moves down.
+- Its executable is the folder's `__main__.py` (setup.cfg console_scripts) and nothing imports it.
+- watches/ (pure payload parsing) imports nothing of handlers/ but core.errors.
+- Only handlers/consul/ builds a Consul path or a Consul client; no module re-exports names.
+Imports are read with `ast` (function-level imports count too).
 """
 import ast
 import configparser
@@ -12,56 +17,13 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAX_LINES = 300
+PKG = "consul_medic"
 
-# 0 base      stdlib only (and handlers.errors): exit states, errors, KV key layout, durations, payload parsers
-# 1 access    the ways out: Consul (settings builds every connection; lighthttp, kv, lock, consul_errors,
-#             health), the engine (scaler), the audit log, the notify hand-off (alerts), options, the wrapper
-# 2 domain    what things mean, mostly pure: specs, heal's decide/observe/history, notify rules/messages/state
-# 3 services  one run's orchestration over the parts: heal triage, batch checks, the registrar loop, notify
-# 4 executables (setup.cfg console_scripts; asserted below): options -> build the parts -> one call
-LAYERS = {
-    0: ["handlers", "handlers.errors", "handlers.status", "handlers.keys", "handlers.durations",
-        "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
-    1: ["handlers.settings", "handlers.lighthttp", "handlers.consul_light", "handlers.kv", "handlers.lock", "handlers.consul_errors",
-        "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
-        "handlers.runtime", "handlers.pause", "handlers.recheck",
-        "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",
-        "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
-        "handlers.drain_state"],  # rollout helper
-    2: ["handlers.spec", "handlers.spec_schema", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
-        "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
-        "handlers.notify_core",
-        # registration: conventions (model, checks, labels, roles), the pure diff, the agent client
-        "handlers.reg_model", "handlers.reg_checks", "handlers.reg_labels", "handlers.reg_roles",
-        "handlers.reg_diff", "handlers.reg_agent", "handlers.reg_probe", "handlers.reg_wake",
-        # traffic: the load balancer's view, rendering and applying; failover's pure decision and its I/O
-        "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
-        "handlers.failover_decide", "handlers.failover_io",
-        # counting passing instances against a spec (check, batch, status), the node dump of a batch pass
-        "handlers.count", "handlers.nodedump",
-        # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
-        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
-    3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
-        "handlers.heal_context",
-        "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
-        "handlers.notify_run",
-        "handlers.rollout_exec", "handlers.rollout_swarm", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
-    4: ["handlers.check", "handlers.config", "handlers.heal", "handlers.register", "handlers.tag",
-        "handlers.notify", "handlers.status_cmd", "handlers.lb", "handlers.failover",
-        "handlers.rollout", "handlers.drain"],
-}
-
-# Known exceptions, each with its owner and why. The test fails when an entry is no longer needed,
-# so the list only shrinks: remove the line when the owner's fix lands.
-ALLOWED_IMPORTS = {
-}
-OVERSIZE = {
-    # module: why it may still exceed MAX_LINES on this branch (remove when split)
-}
-# Only the access layer speaks to Consul: py-consul is built in settings.make_client, the light
-# transport is lighthttp. Nobody else imports a Consul or raw HTTP client.
-CONSUL_CLIENTS = {"consul": {"handlers.settings"}, "http.client": set(), "urllib.request": set()}
+SHARED = {"core": 0, "consul": 1, "engine": 1, "spec": 2, "service": 3, "catalog": 3, "replace": 4}
+CAPABILITIES = {"check", "config", "heal", "register", "tag", "notify", "status", "lb", "failover",
+                "rollout", "drain"}
+# Consul clients: py-consul is built in consul/settings.make_client; nobody imports a raw HTTP client.
+CONSUL_CLIENTS = {"consul": {"handlers.consul.settings"}, "http.client": set(), "urllib.request": set()}
 
 
 def _module_name(path):
@@ -71,11 +33,12 @@ def _module_name(path):
 
 def _modules():
     out = {}
-    for pkg in ("handlers", "watches"):
-        for f in sorted(os.listdir(os.path.join(ROOT, pkg))):
-            if f.endswith(".py"):
-                path = os.path.join(ROOT, pkg, f)
-                out[_module_name(path)] = path
+    for top in ("handlers", "watches"):
+        for d, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = sorted(x for x in dirs if not x.startswith(("__", ".")))
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    out[_module_name(os.path.join(d, f))] = os.path.join(d, f)
     return out
 
 
@@ -83,14 +46,15 @@ MODULES = _modules()
 
 
 def _imports(name, path):
-    """-> set of (imported name, line): modules of handlers/watches and third-party top names."""
+    """-> set of (imported name, line): modules of handlers/watches (without the consul_medic prefix)
+    and third-party top names."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
-    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    package = (PKG + "." + name) if path.endswith("__init__.py") else (PKG + "." + name).rpartition(".")[0]
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out.update((a.name, node.lineno) for a in node.names)
+            out.update((a.name.removeprefix(PKG + "."), node.lineno) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -98,6 +62,7 @@ def _imports(name, path):
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module
+            mod = mod.removeprefix(PKG + ".")
             out.add((mod, node.lineno))
             for a in node.names:  # `from . import spec` names a module
                 if mod + "." + a.name in MODULES:
@@ -108,16 +73,12 @@ def _imports(name, path):
 GRAPH = {name: {m for m, _ in _imports(name, path) if m in MODULES and m != name} for name, path in MODULES.items()}
 
 
-def _layer_of():
-    where = {}
-    for layer, names in LAYERS.items():
-        for n in names:
-            assert n not in where, "module %s is listed twice in LAYERS (tests/test_architecture.py)" % n
-            where[n] = layer
-    return where
-
-
-LAYER_OF = _layer_of()
+def _area(mod):
+    parts = mod.split(".")
+    if parts[0] == "watches":
+        return "watches"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and os.path.isdir(os.path.join(ROOT, *parts))) \
+        else "handlers"
 
 
 def _executables():
@@ -126,84 +87,74 @@ def _executables():
     out = {}
     for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines():
         script, _, target = line.partition("=")
-        out[target.strip().partition(":")[0]] = script.strip()
+        out[target.strip().partition(":")[0].removeprefix(PKG + ".")] = script.strip()
     return out
 
 
 EXECUTABLES = _executables()
 
 
-def test_every_module_has_a_layer():
-    missing = sorted(set(MODULES) - set(LAYER_OF))
-    assert not missing, "\n".join("module %s has no layer: add it to LAYERS in tests/test_architecture.py "
-                                  "(see docs/architecture.md)" % m for m in missing)
-    gone = sorted(set(LAYER_OF) - set(MODULES))
-    assert not gone, "LAYERS lists modules that do not exist: %s" % gone
+def test_every_folder_is_a_layer_or_a_capability():
+    folders = {e.name for e in os.scandir(os.path.join(ROOT, "handlers"))
+               if e.is_dir() and not e.name.startswith(("__", ".")) and e.name != "templates"}
+    assert folders == set(SHARED) | CAPABILITIES, \
+        "handlers/ folders %s: each is a shared layer (SHARED) or a capability (CAPABILITIES)" % sorted(folders)
+    loose = [m for m in MODULES if m.startswith("handlers.") and _area(m) == "handlers"]
+    assert not loose, "modules outside any folder: %s" % loose
 
 
-def test_executables_are_exactly_layer_4():
-    assert set(EXECUTABLES) == set(LAYERS[4]), \
-        "setup.cfg console_scripts %s vs LAYERS[4] %s: an executable's module is layer 4, " \
-        "and layer 4 holds executables only" % (sorted(EXECUTABLES), sorted(LAYERS[4]))
+def test_executables_are_the_capabilities_main_modules():
+    mains = {"handlers.%s.__main__" % c for c in CAPABILITIES}
+    assert set(EXECUTABLES) == mains, "console_scripts %s vs %s" % (sorted(EXECUTABLES), sorted(mains))
     assert all(s.startswith("medic-") for s in EXECUTABLES.values())
+    importers = ["%s imports %s" % (m, d) for m, deps in GRAPH.items() for d in deps if d.endswith(".__main__")]
+    assert not importers, "an executable is wiring only, nobody imports it: %s" % importers
 
 
-def test_imports_go_downwards_only():
+def test_shared_layers_import_only_lower_layers():
     bad = []
     for mod, deps in GRAPH.items():
+        a = _area(mod)
+        if a not in SHARED:
+            continue
         for dep in deps:
-            if (mod, dep) in ALLOWED_IMPORTS or mod not in LAYER_OF or dep not in LAYER_OF:
+            b = _area(dep)
+            if b in (a, "handlers", "watches"):
                 continue
-            if LAYER_OF[dep] > LAYER_OF[mod]:
-                bad.append("%s (layer %d) imports %s (layer %d)" % (mod, LAYER_OF[mod], dep, LAYER_OF[dep]))
-            elif LAYER_OF[dep] == 4:
-                bad.append("executable %s imports executable %s (%s): move what they share below"
-                           % (mod, dep, EXECUTABLES.get(dep)))
-    assert not bad, "forbidden import direction:\n" + "\n".join(sorted(bad))
+            if b not in SHARED or SHARED[b] >= SHARED[a]:
+                bad.append("%s (%s) imports %s (%s)" % (mod, a, dep, b))
+    assert not bad, "a shared layer imports only the layers below it:\n" + "\n".join(sorted(bad))
+
+
+def test_capabilities_never_import_each_other():
+    bad = ["%s imports %s: move what they share into a shared layer" % (m, d)
+           for m, deps in GRAPH.items() if _area(m) in CAPABILITIES
+           for d in deps if _area(d) in CAPABILITIES and _area(d) != _area(m)]
+    assert not bad, "\n".join(sorted(bad))
 
 
 def test_watches_import_nothing_of_handlers_but_errors():
     bad = ["%s imports %s" % (m, d) for m, deps in GRAPH.items() if m.startswith("watches")
-           for d in deps if d.startswith("handlers") and d not in ("handlers", "handlers.errors")]
+           for d in deps if d.startswith("handlers") and d not in ("handlers", "handlers.core", "handlers.core.errors")]
     assert not bad, "watches/ is pure payload parsing: %s" % bad
 
 
 def test_no_import_cycles():
-    graph = {m: {d for d in deps if (m, d) not in ALLOWED_IMPORTS} for m, deps in GRAPH.items()}
     state, cycles = {}, []
 
     def visit(m, stack):
         state[m] = "open"
-        for d in sorted(graph[m]):
+        for d in sorted(GRAPH[m]):
             if state.get(d) == "open":
                 cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = "done"
 
-    for m in sorted(graph):
+    for m in sorted(GRAPH):
         if m not in state:
             visit(m, [m])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
-
-
-def test_allowlists_only_shrink():
-    stale = ["%s -> %s" % edge for edge in ALLOWED_IMPORTS if edge[1] not in GRAPH.get(edge[0], ())]
-    assert not stale, "ALLOWED_IMPORTS entries no longer needed (remove them): %s" % stale
-    fit = [m for m in OVERSIZE if m not in MODULES or _lines(MODULES[m]) <= MAX_LINES]
-    assert not fit, "OVERSIZE entries now within %d lines or gone (remove them): %s" % (MAX_LINES, fit)
-
-
-def _lines(path):
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for _ in f)
-
-
-def test_modules_stay_small():
-    big = ["%s: %d lines" % (m, _lines(p)) for m, p in MODULES.items()
-           if m not in OVERSIZE and _lines(p) > MAX_LINES]
-    assert not big, "one concept per module, under ~%d lines; split these (or, with a reason, list them in " \
-                    "OVERSIZE): %s" % (MAX_LINES, big)
 
 
 @pytest.mark.parametrize("client,allowed", sorted(CONSUL_CLIENTS.items()))
@@ -213,11 +164,39 @@ def test_only_the_access_layer_builds_consul_clients(client, allowed):
     assert users <= allowed, "%s imported outside the Consul access layer: %s" % (client, sorted(users - allowed))
 
 
-def test_the_checker_sees_a_violation(tmp_path):
-    """The parser is not vacuous: a relative import of a module is resolved to it."""
-    p = tmp_path / "handlers" / "x.py"
-    p.parent.mkdir()
-    p.write_text("def f():\n    from . import heal\n    from .spec import load_dir\n")
-    names = {n for n, _ in _imports("handlers.x", str(p))}
-    assert {"handlers.heal", "handlers.spec"} <= names
-    assert "handlers.notify_run" in GRAPH["handlers.notify"] and "handlers.errors" in GRAPH["watches"]
+def _consul_paths(path):
+    """String constants (not docstrings) that hold a Consul API path."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+            and "/v1/" in n.value]
+
+
+def test_only_the_consul_layer_builds_consul_paths():
+    bad = ["%s:%d %r" % (os.path.relpath(p, ROOT), line, text) for m, p in MODULES.items()
+           if _area(m) != "consul" for line, text in _consul_paths(p)]
+    assert not bad, "Consul paths are built in handlers/consul/api.py only:\n" + "\n".join(bad)
+
+
+def test_no_re_export_lists():
+    bad = []
+    for m, p in MODULES.items():
+        with open(p, encoding="utf-8") as f:
+            bad += ["%s:%d" % (m, i) for i, line in enumerate(f, 1) if "noqa: F401" in line]
+    assert not bad, "import a name from where it is defined; no re-exports: %s" % bad
+
+
+def test_the_checkers_see_a_violation(tmp_path):
+    """The parsers are not vacuous: relative imports resolve, a Consul path in code is found."""
+    p = tmp_path / "x.py"
+    p.write_text('"""doc /v1/kv/ here is fine."""\ndef f():\n    from ..heal import healer\n'
+                 '    from ..spec.spec import load_dir\n    return "/v1/kv/" + "x"\n')
+    names = {n for n, _ in _imports("handlers.lb.x", str(p))}
+    assert {"handlers.heal.healer", "handlers.spec.spec"} <= names
+    assert _consul_paths(str(p)) == [(5, "/v1/kv/")]
+    assert "handlers.notify.notify_run" in GRAPH["handlers.notify.__main__"]
+    assert "handlers.core.errors" in GRAPH["watches._common"] or "handlers.core.errors" in GRAPH["watches.checks"]

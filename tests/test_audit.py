@@ -6,11 +6,11 @@ import sys
 import textwrap
 import time
 
-from handlers import audit
+from consul_medic.handlers.core import audit
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from handlers import audit
+    from consul_medic.handlers.core import audit
     log = audit.AuditLog(sys.argv[1])
     for i in range(int(sys.argv[2])):
         log.write({"kind": "test", "n": i})

@@ -10,8 +10,11 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 import support
 import support_check as sc
-from handlers import check, health, options
-from handlers.status import Status
+from consul_medic.handlers.check import __main__ as check
+from consul_medic.handlers.consul import health
+from consul_medic.handlers.core import options
+from consul_medic.handlers.core.status import Status
+from consul_medic.handlers.service import count
 
 pytestmark = []
 
@@ -23,10 +26,10 @@ def inst(iid, node="n1", passing=True, failing=(), address="10.0.0.1", port=80):
 
 # -- pure ----------------------------------------------------------------------
 def test_compare_equal_more_fewer():
-    assert check.compare(3, 3) == Status.OK
-    assert check.compare(4, 3) == Status.WARNING
-    assert check.compare(2, 3) == Status.CRITICAL
-    assert check.compare(0, 1) == Status.CRITICAL
+    assert count.compare(3, 3) == Status.OK
+    assert count.compare(4, 3) == Status.WARNING
+    assert count.compare(2, 3) == Status.CRITICAL
+    assert count.compare(0, 1) == Status.CRITICAL
 
 
 def test_evaluate_lines_exact():
@@ -54,7 +57,7 @@ def test_output_far_under_4k_with_a_count_of_what_was_left_out():
            for i in range(500)]
     out = check.evaluate("big", 600, bad)
     raw = out.text.encode()
-    assert len(raw) <= check.MAX_OUTPUT < 4096
+    assert len(raw) <= count.MAX_OUTPUT < 4096
     lines = out.text.splitlines()
     listed = len(lines) - 2
     assert lines[-1] == "... and %d more not passing" % (500 - listed)
@@ -297,7 +300,8 @@ def test_one_stale_request_per_invocation(consul_agent, unique, specs, cache):
 HEAVY = ("click", "jsonschema", "requests", "consul", "docker", "dataclasses", "typing", "http.client")
 PROBE = textwrap.dedent("""
     import sys
-    from handlers import check, runtime
+    from consul_medic.handlers.check import __main__ as check
+    from consul_medic.handlers.core import runtime
     print(runtime.execute(check.command, check.fast, sys.argv[1:]).text)  # main() without its exit
     sys.stderr.write("LOADED=" + ",".join(m for m in %r if m in sys.modules))
 """ % (HEAVY,))

@@ -4,8 +4,9 @@ import pytest
 
 import support
 import support_check as sc
-from handlers import batch, lighthttp
-from handlers.status import Outcome, Status
+from consul_medic.handlers.check import batch
+from consul_medic.handlers.consul import lighthttp
+from consul_medic.handlers.core.status import Outcome, Status
 
 NODES = [
     {"Node": "n1", "Address": "10.0.0.1",
@@ -25,7 +26,7 @@ NODES = [
 
 
 def test_node_dump_becomes_health_entries_per_service():
-    from handlers import health
+    from consul_medic.handlers.consul import health
     grouped = batch.entries_by_service(NODES, {"a", "b"})
     assert sorted(grouped) == ["a", "b"]
     a = health.parse_instances(grouped["a"], "A")
@@ -38,7 +39,7 @@ def test_node_dump_becomes_health_entries_per_service():
 
 
 def test_node_dump_of_unexpected_shape_is_a_consul_error():
-    from handlers.errors import ConsulError
+    from consul_medic.handlers.core.errors import ConsulError
     for bad in ({"x": 1}, [{"Services": [{"ID": "x"}]}], [{"Node": "n", "Services": [{"Service": "a"}]}]):
         with pytest.raises(ConsulError):
             batch.entries_by_service(bad)

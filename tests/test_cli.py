@@ -7,8 +7,8 @@ import os
 import pytest
 
 import support
-from handlers import settings
-from handlers.errors import UsageError
+from consul_medic.handlers.consul import settings
+from consul_medic.handlers.core.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ import pytest
 
 import support
 import support_heal
-from handlers import compose_file
+from consul_medic.handlers.engine import compose_file
 
 
 # -- pure ---------------------------------------------------------------------------

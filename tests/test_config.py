@@ -6,8 +6,9 @@ import pytest
 
 import support
 import support_check as sc
-from handlers import config, spec
-from handlers.errors import MedicError, SpecError
+from consul_medic.handlers.config import __main__ as config
+from consul_medic.handlers.spec import spec
+from consul_medic.handlers.core.errors import MedicError, SpecError
 
 BIN = support.BIN
 

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from handlers import consul_light, lock, settings
-from handlers.errors import ConsulError
+from consul_medic.handlers.consul import consul_light, lock, settings
+from consul_medic.handlers.core.errors import ConsulError
 
 pytestmark = pytest.mark.consul
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import support
-from handlers import lighthttp, settings
-from handlers.errors import ConsulError, UsageError
+from consul_medic.handlers.consul import lighthttp, settings
+from consul_medic.handlers.core.errors import ConsulError, UsageError
 
 
 # -- parsing (unit) -------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_tls_capath_and_server_name_in_both_clients(tls_agent):
 
 # -- consul_errors: an agent that restarted moments ago (error path: a local server plays it) ----------
 def test_explain_names_an_agent_whose_node_is_not_registered_yet():
-    from handlers import consul_errors
+    from consul_medic.handlers.consul import consul_errors
     answers = {"/v1/status/leader": '"127.0.0.1:8300"', "/v1/agent/self": '{"Config": {"NodeName": "mon-1"}}',
                "/v1/catalog/node/mon-1": "null"}
 

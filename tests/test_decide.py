@@ -2,10 +2,10 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from handlers import history as hist
-from handlers.decide import (Action, Container, Decision, EMPTY_HISTORY, History, Observation, Remote,
-                             backoff_delay, consecutive_failures, decide)
-from handlers.spec import HEAL_DEFAULTS, CHECK_DEFAULTS, CheckPolicy, HealPolicy, Scale, Spec
+from consul_medic.handlers.service import history as hist
+from consul_medic.handlers.heal.decide import backoff_delay, consecutive_failures, decide
+from consul_medic.handlers.service.heal_model import Action, Container, Decision, EMPTY_HISTORY, History, Observation, Remote
+from consul_medic.handlers.spec.spec import HEAL_DEFAULTS, CHECK_DEFAULTS, CheckPolicy, HealPolicy, Scale, Spec
 
 NOW = 1_000_000.0
 
@@ -240,7 +240,7 @@ def test_two_healers_one_shortfall_one_container():
 
 
 def test_medic_started_is_parsed_defensively():
-    from handlers.observe import meta_started
+    from consul_medic.handlers.service.observe import meta_started
     assert meta_started({"medic_started": "1700000000.5"}) == 1700000000.5
     for bad in ({}, {"medic_started": "x"}, {"medic_started": "nan"}, {"medic_started": "inf"},
                 {"medic_started": "-5"}, {"medic_started": "1e30"}, None, {"medic_started": ""}):
@@ -332,7 +332,7 @@ def test_history_apply_and_bounds():
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b'{"v": 2}', b'{"v": 1, "actions": [{"time": "x"}]}'])
 def test_corrupt_history_is_an_error_not_a_reset(raw):
-    from handlers.errors import ConsulError
+    from consul_medic.handlers.core.errors import ConsulError
     with pytest.raises(ConsulError, match="corrupt history"):
         hist.parse(raw)
 

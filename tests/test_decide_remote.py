@@ -2,8 +2,9 @@
 first (literal data). Found by `make chaos` (agent_restart): a Consul agent restart starts every
 check of that host critical until its first probe; the other hosts made up for those instances
 at once and the service ran 8 of 6 (scale_down off) until someone looked."""
-from handlers.decide import EMPTY_HISTORY, Remote, decide
-from handlers.heal_counts import suspects as remember
+from consul_medic.handlers.heal.decide import decide
+from consul_medic.handlers.service.heal_model import EMPTY_HISTORY, Remote
+from consul_medic.handlers.service.heal_counts import suspects as remember
 
 from test_decide import H, NOW, c, mkspec, obs, up
 

@@ -2,10 +2,11 @@
 import io
 from collections import namedtuple
 
-from handlers import drain_exec, rollout_exec
-from handlers.rollout_io import Detail
-from handlers.rollout_plan import Box, View, serving
-from handlers.status import Status
+from consul_medic.handlers.drain import drain_exec
+from consul_medic.handlers.replace.rollout_io import Detail
+from consul_medic.handlers.replace.rollout_plan import Box, View, serving
+from consul_medic.handlers.core.status import Status
+from consul_medic.handlers.core.progress import Progress
 
 Spec = namedtuple("Spec", "service instances")
 
@@ -73,7 +74,7 @@ def drainer(world, nodes, specs, sick=(), eligible=None):
     hosts = {n: drain_exec.Host(n, Conn(world, n), {sp.service: Drv(world, n, sp.service, n in sick) for sp in specs},
                                 True if eligible is None else n in eligible) for n in nodes}
     records = {}
-    d = drain_exec.Drainer(hosts, specs, rollout_exec.Progress(io.StringIO(), tty=False),
+    d = drain_exec.Drainer(hosts, specs, Progress(io.StringIO(), tty=False),
                            record=lambda n, doc: records.__setitem__(n, doc), sleep=lambda s: None,
                            clock=iter(range(0, 100000, 1)).__next__, deadline=30)
     return d, records

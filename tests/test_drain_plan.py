@@ -1,6 +1,6 @@
 """drain_plan: literal host and service states in, steps out (pure)."""
-from handlers.drain_plan import HostState, ServiceState, plan_drain, plan_undo
-from handlers.rollout_plan import Box
+from consul_medic.handlers.drain.drain_plan import HostState, ServiceState, plan_drain, plan_undo
+from consul_medic.handlers.replace.rollout_plan import Box
 
 IMG = "sha256:img"
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 import support
-from handlers import audit, recheck
+from consul_medic.handlers.core import audit
+from consul_medic.handlers.heal import recheck
 from support_e2e import Stack
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]

@@ -10,9 +10,10 @@ import sys
 import pytest
 
 import support_heal as sh
-from handlers import engine, scaler
-from handlers.errors import EngineError
-from handlers.spec import Scale
+from consul_medic.handlers.engine import engine, scaler
+from consul_medic.handlers.core.errors import EngineError
+from consul_medic.handlers.spec.spec import Scale
+from consul_medic.handlers.engine import engine_http
 
 
 # -- pure ----------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def test_light_client_sees_what_the_sdk_sees(docker_client, compose, demo_image,
         c.api.start(cid)
         assert docker_client.containers.get(cid).status == "running"
         obj.remove(force=True)
-        with pytest.raises(engine.NotFound):
+        with pytest.raises(engine_http.NotFound):
             c.containers.get(cid)
         with pytest.raises(EngineError, match="404"):
             c.api.start(cid)
@@ -129,7 +130,7 @@ def test_scaler_starts_an_exited_container_through_the_engine(docker_client, com
 
 
 def test_engine_module_imports_no_sdk():
-    code = "import sys, handlers.engine, handlers.scaler; print(sorted(m for m in ('docker', 'requests', " \
+    code = "import sys, consul_medic.handlers.engine.engine, consul_medic.handlers.engine.scaler; print(sorted(m for m in ('docker', 'requests', " \
            "'urllib3', 'http.client') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=60)

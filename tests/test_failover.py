@@ -1,5 +1,5 @@
 """medic-failover's pure decision, with literal data."""
-from handlers.failover_decide import Node, Probe, decide
+from consul_medic.handlers.failover.failover_decide import Node, Probe, decide
 
 M = Probe("master", 100, None, None, None, "R1")
 
@@ -122,7 +122,7 @@ def test_nothing_live_and_no_record_holds():
 def test_redis_example_spec_is_valid():
     import os
 
-    from handlers import spec
+    from consul_medic.handlers.spec import spec
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "examples",
                         "redis.example.com.json")
     s = spec.load_file(path, use_cache=False)

@@ -9,7 +9,7 @@ import pytest
 import support
 import support_lb
 import support_redis
-from handlers import audit
+from consul_medic.handlers.core import audit
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
 
@@ -130,7 +130,7 @@ def test_a_second_instance_tagged_master_is_demoted(world):
 
 
 def test_failover_waits_for_the_heal_lock_then_acts(world):
-    from handlers import lock, settings
+    from consul_medic.handlers.consul import lock, settings
     for n in ("a", "b"):
         world.run_redis(n)
     m = world.settled(2)

@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 import fakes
 import support
 import support_heal as sh
-from handlers import heal, keys, lock as lockmod, runtime
-from handlers.status import Status
+from consul_medic.handlers.heal import __main__ as heal
+from consul_medic.handlers.core import keys, runtime
+from consul_medic.handlers.consul import lock as lockmod
+from consul_medic.handlers.core.status import Status
 
 pytestmark = pytest.mark.consul
 
@@ -133,14 +135,14 @@ def test_engine_down_exit_3_and_lock_released(world, tmp_path):
     assert "engine: cannot reach the Docker engine at unix://" in one_line(r)
     no_action(world)
     # the lock was released in finally: a fresh lock is free
-    from handlers import settings
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     with lockmod.held(client, None, world.service) as got:
         assert got
 
 
 def test_lock_held_elsewhere_is_recorded_and_exit_0(world):
-    from handlers import settings
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     with lockmod.held(client, None, world.service, "rolling-update") as got:
         assert got
@@ -152,7 +154,7 @@ def test_lock_held_elsewhere_is_recorded_and_exit_0(world):
 
 
 def test_lock_is_exclusive_and_session_released(consul_agent, unique):
-    from handlers import settings
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(consul_agent.addr))
     a = lockmod.ServiceLock(client, "test", "svc-" + unique)
     b = lockmod.ServiceLock(client, "test", "svc-" + unique)
@@ -170,7 +172,7 @@ def test_corrupt_history_exit_3_and_left_alone(world):
     world.agent.api("/v1/kv/" + key, "PUT", "garbage")
     r = world.heal("--service", world.service)
     assert r.returncode == 3 and "corrupt history" in one_line(r)
-    from handlers import settings
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     assert client.kv.get(key)[1]["Value"] == b'"garbage"'
     # issue 15: --reset clears a history it cannot read (audited with what it held)
@@ -183,7 +185,8 @@ def test_corrupt_history_exit_3_and_left_alone(world):
 
 
 def test_reset_clears_circuit(world):
-    from handlers import history, settings
+    from consul_medic.handlers.service import history
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     store = history.Store(client, None, world.service)
     store.load()
@@ -199,7 +202,7 @@ def test_reset_clears_circuit(world):
 
 
 def heal_decision_open():
-    from handlers.decide import Decision
+    from consul_medic.handlers.service.heal_model import Decision
     return Decision("hold", None, "test", None, circuit="open")
 
 
@@ -315,7 +318,7 @@ def test_token_never_reaches_output_or_audit(world):
 @pytest.mark.slow
 def test_a_crashed_holder_frees_the_lock_by_session_ttl(world):
     """A handler killed while holding the lock: its session is never renewed nor destroyed."""
-    from handlers import settings
+    from consul_medic.handlers.consul import settings
     client = settings.make_client(settings.resolve(world.agent.addr))
     sid = client.session.create(name="crashed medic-heal", behavior="release", ttl=10, lock_delay=0)
     assert client.kv.put(lockmod.lock_key(None, world.service), '{"operation": "heal", "pid": 1}', acquire=sid)
@@ -337,7 +340,7 @@ def test_a_crashed_holder_frees_the_lock_by_session_ttl(world):
 ])
 def test_the_handlers_plain_argv_skips_click_with_the_same_meaning(argv, monkeypatch):
     """medic-heal's fast path (no click import) hands run() exactly what the click command does."""
-    from handlers.status import Outcome
+    from consul_medic.handlers.core.status import Outcome
     seen = []
     monkeypatch.setattr(heal, "run", lambda **kw: seen.append(kw) or Outcome(Status.OK, "MEDIC OK - x"))
     assert heal._fast(list(argv)) is not None

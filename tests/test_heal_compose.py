@@ -166,8 +166,8 @@ def test_failing_container_replaced_only_with_opt_in(consul_agent, make_world):
 
 
 def test_compose_v1_fallback_argv():
-    from handlers import scaler
-    from handlers.spec import Scale
+    from consul_medic.handlers.engine import scaler
+    from consul_medic.handlers.spec.spec import Scale
 
     def which(name):
         return "/usr/bin/docker-compose" if name == "docker-compose" else None
@@ -186,8 +186,8 @@ def test_compose_v1_fallback_argv():
 
 
 def test_compose_timeout_is_a_failed_action(tmp_path):
-    from handlers import scaler
-    from handlers.spec import Scale
+    from consul_medic.handlers.engine import scaler
+    from consul_medic.handlers.spec.spec import Scale
 
     slow = tmp_path / "slow"
     slow.write_text("#!/bin/sh\nsleep 30\n")
@@ -231,8 +231,8 @@ def test_all_reconciles_every_spec_and_summarises_the_worst(consul_agent, docker
 
 
 def test_swarm_scaler_uses_the_sdk():
-    from handlers import scaler
-    from handlers.spec import Scale
+    from consul_medic.handlers.engine import scaler
+    from consul_medic.handlers.spec.spec import Scale
 
     class Svc:
         def __init__(self):
@@ -266,7 +266,7 @@ def test_failed_compose_is_exit_1_recorded_and_backed_off(consul_agent, docker_c
     assert r.stdout.startswith("MEDIC WARNING - %s: heal(3)" % w.service) and "FAILED" in r.stdout
     (rec,) = w.scale_actions()
     assert rec["result"] == "failed" and rec["returncode"] not in (0, None) and rec["output"]
-    from handlers import audit
+    from consul_medic.handlers.core import audit
     assert [n["event"]["kind"] for n in audit.read(w.audit) if n.get("kind") == "notify"] == ["heal_failed"]
     # backoff after the failure: no second attempt at once (MEDIC_HOLD_WAIT=0: the answer now; by
     # default the run would wait under the lock for the 1 s backoff to end and try again)

@@ -5,7 +5,8 @@ import time
 import pytest
 
 import support_heal as sh
-from handlers import history, settings
+from consul_medic.handlers.service import history
+from consul_medic.handlers.consul import settings
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def test_crash_loop_backs_off_then_opens_the_circuit(consul_agent, docker_client
         assert any(x.startswith("backoff:") for x in reasons), reasons
         assert any(x.startswith("circuit opens") for x in reasons), reasons
 
-        from handlers import audit
+        from consul_medic.handlers.core import audit
         notes = [r for r in audit.read(w.audit) if r.get("kind") == "notify"]
         kinds = [n["event"]["kind"] for n in notes]
         assert kinds.count("circuit_open") == 1 and kinds.count("heal_failed") == 3, kinds

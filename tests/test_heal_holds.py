@@ -12,7 +12,6 @@ import pytest
 
 import support
 import support_heal as sh
-from handlers import lock, recheck
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker]
 
@@ -92,7 +91,7 @@ def test_a_sigkilled_holder_on_this_host_is_freed_at_once(consul_agent, make_wor
 
 HOLDER = """
 import sys, time
-from handlers import lock, settings
+from consul_medic.handlers.consul import lock, settings
 st = settings.resolve(sys.argv[1])
 lk = lock.ServiceLock(settings.make_client(st), None, sys.argv[2], "heal")
 assert lk.acquire()
@@ -224,7 +223,9 @@ def test_an_agent_whose_node_is_not_in_the_catalog_is_named_not_a_lost_leader(co
 
 
 def test_killing_the_container_medic_just_restarted_is_a_loss_not_a_failed_heal(consul_agent, make_world):
-    from handlers import audit, history, settings
+    from consul_medic.handlers.core import audit
+    from consul_medic.handlers.service import history
+    from consul_medic.handlers.consul import settings
     w = ready(make_world, consul_agent)
     victim = w.running()[0]
     w.kill(victim)

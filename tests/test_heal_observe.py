@@ -1,8 +1,8 @@
 """observe.match: Consul instances -> containers of this engine (pure, literal data)."""
-from handlers.decide import Container
-from handlers.health import Instance
-from handlers.observe import LocalContainer, match, parse_time
-from handlers.spec import Scale
+from consul_medic.handlers.service.heal_model import Container
+from consul_medic.handlers.consul.health import Instance
+from consul_medic.handlers.service.observe import LocalContainer, match, parse_time
+from consul_medic.handlers.spec.spec import Scale
 
 
 def inst(iid, port, passing=True, meta=None, address="127.0.0.1", node="n1"):
@@ -71,7 +71,7 @@ def test_remote_instances_carry_their_start_time_from_meta():
 
 
 def test_killed_from_outside_is_told_from_a_crash():
-    from handlers.observe import killed
+    from consul_medic.handlers.service.observe import killed
     assert killed({"Status": "exited", "ExitCode": 137, "OOMKilled": False})       # docker kill
     assert killed({"Status": "exited", "ExitCode": 143})                           # docker stop
     assert not killed({"Status": "exited", "ExitCode": 137, "OOMKilled": True})    # OOM: its own failure
@@ -82,7 +82,7 @@ def test_killed_from_outside_is_told_from_a_crash():
 
 
 def test_an_instance_on_a_lost_or_maintained_node_is_never_remote_pending():
-    from handlers.health import Failing
+    from consul_medic.handlers.consul.health import Failing
     lost = Instance("h2:web-1:80", "h2", "127.0.0.2", 80, (), {"medic_started": "1700000000"}, False,
                     (Failing("serfHealth", "Serf Health Status", "critical"),))
     maint = Instance("h3:web-1:80", "h3", "127.0.0.3", 80, (), {"medic_started": "1700000000"}, False,

@@ -11,8 +11,11 @@ import pytest
 
 import fakes
 import support_heal as sh
-from handlers import audit, healing, history, keys, lock, pause, recheck
-from handlers.status import Status
+from consul_medic.handlers.core import audit, keys
+from consul_medic.handlers.heal import healing, recheck
+from consul_medic.handlers.service import history, pause
+from consul_medic.handlers.consul import lock
+from consul_medic.handlers.core.status import Status
 
 SERVICE, PROJECT = "www.orch.example", "orch"
 
@@ -259,7 +262,7 @@ def test_pause_resume_and_expiry(tmp_path):
 
 @pytest.mark.parametrize("bad", ["0s", "-5m", "soon", "1e999s", "9999h"])
 def test_pause_for_must_be_a_sane_duration(tmp_path, bad):
-    from handlers.errors import UsageError
+    from consul_medic.handlers.core.errors import UsageError
     w = World(tmp_path)
     with pytest.raises(UsageError):
         w.run(services=(), pause=SERVICE, pause_for=bad)
@@ -338,7 +341,7 @@ def test_all_audits_an_unchanged_noop_once(tmp_path):
 
 
 def test_a_drained_host_starts_nothing_until_undo(tmp_path):
-    from handlers import drain_state
+    from consul_medic.handlers.service import drain_state
     w = World(tmp_path)
     w.up(3)
     w.kill(0)
@@ -355,7 +358,7 @@ def test_a_drained_host_starts_nothing_until_undo(tmp_path):
 def test_a_heal_after_a_rollout_starts_the_recorded_image(tmp_path, monkeypatch):
     """medic-rollout records the image it deployed; medic-heal's compose scaler then adds an override
     file setting it, so a heal never brings back the compose file's old image (dry run: the argv)."""
-    from handlers import rollout_image
+    from consul_medic.handlers.service import rollout_image
     monkeypatch.setenv("MEDIC_OVERRIDE_DIR", str(tmp_path / "overrides"))
     w = World(tmp_path)
     w.parts = w.parts._replace(scaler_factory=None)  # the production scaler: only its argv is looked at

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from handlers.heal_select import from_bytes
-from watches import PayloadError, keyprefix
+from consul_medic.handlers.heal.heal_select import from_bytes
+from consul_medic.handlers.core.errors import PayloadError
+from consul_medic.watches import keyprefix
 
 
 def check(cid, service, status="critical", sid=None):

@@ -7,10 +7,11 @@ import os
 import pytest
 
 import support
-from handlers import durations, runtime, settings
-from handlers import spec as specmod
-from handlers.errors import PayloadError, SpecError, UsageError
-from watches import _common, checks
+from consul_medic.handlers.core import durations, runtime
+from consul_medic.handlers.consul import settings
+from consul_medic.handlers.spec import spec as specmod
+from consul_medic.handlers.core.errors import PayloadError, SpecError, UsageError
+from consul_medic.watches import _common, checks
 
 SPEC = {"service": "www.example.com", "instances": 2,
         "scale": {"driver": "compose", "project": "p", "file": "compose.yml", "service": "web"}}
@@ -141,7 +142,7 @@ def test_names_and_paths_within_limits(tmp_path, monkeypatch, field, value, wher
 
 
 def test_relative_argv0_and_log_paths_do_not_follow_the_working_directory(tmp_path, monkeypatch):
-    from handlers import alerts, audit
+    from consul_medic.handlers.core import alerts, audit
     trap = tmp_path / "medic-notify"
     trap.write_text("#!/bin/sh\nexit 0\n")
     trap.chmod(0o755)

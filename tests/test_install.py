@@ -60,11 +60,12 @@ def test_install_layout_and_isolated_interpreter(prefix):
         with open(path) as f:
             assert f.readline().strip() == "#!%s/bin/python -I" % prefix, exe
     site = subprocess.run([os.path.join(prefix, "bin", "python"), "-I", "-c",
-                           "import handlers, sys; print(handlers.__file__); print(sys.flags.no_user_site)"],
+                           "import importlib.util, sys, consul_medic.handlers as h; print(h.__file__); print(sys.flags.no_user_site);"
+                           " print(sum(importlib.util.find_spec(n) is not None for n in ('handlers', 'watches', 'specs')))"],
                           capture_output=True, text=True, timeout=60, env=_clean_env())
-    where, no_user = site.stdout.split()
-    assert where.startswith(prefix + "/lib/") and "site-packages" in where and no_user == "1"
-    assert not os.path.exists(os.path.join(os.path.dirname(where), "..", "handlers.egg-link"))
+    where, no_user, generic = site.stdout.split()
+    assert where.startswith(prefix + "/lib/") and "/site-packages/consul_medic/handlers/" in where and no_user == "1"
+    assert generic == "0"  # no top-level `handlers`, `watches` or `specs` claimed in site-packages
     with open(os.path.join(prefix, "pyvenv.cfg")) as f:
         assert "include-system-site-packages = false" in f.read()
     for doc in ("README.md", "LICENSE", "production.md", "medic-register.md"):
@@ -110,7 +111,7 @@ def test_decoy_handlers_packages_do_not_shadow_ours(prefix, tmp_path):
 @pytest.mark.slow
 def test_examples_are_data_not_a_working_install(prefix):
     site = next(iter(os.scandir(os.path.join(prefix, "lib")))).path
-    installed_specs = os.path.join(site, "site-packages", "specs")
+    installed_specs = os.path.join(site, "site-packages", "consul_medic", "specs")
     assert sorted(os.listdir(installed_specs)) == ["schema.json"]
     ex = os.path.join(prefix, "share", "consul-medic", "examples")
     assert sorted(os.listdir(ex)) == ["compose.yml.example", "www.example.com.json.example"]

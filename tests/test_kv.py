@@ -1,10 +1,9 @@
 """The Consul access layer's KV helper (check-and-set) and failure explanations, on a real agent."""
-import json
 import threading
 
 import pytest
 
-from handlers import consul_errors, kv, settings
+from consul_medic.handlers.consul import consul_errors, kv, settings
 
 pytestmark = pytest.mark.consul
 
@@ -16,7 +15,7 @@ def client(request, consul_agent):
     if request.param == "py-consul":
         yield settings.make_client(st)
     else:
-        from handlers import lighthttp
+        from consul_medic.handlers.consul import lighthttp
         with lighthttp.Connection(st) as conn:
             yield conn
 

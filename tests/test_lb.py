@@ -5,15 +5,16 @@ import sys
 
 import pytest
 
-from handlers import lb_apply, lb_options, lb_render, lb_view
-from handlers.errors import UsageError
+from consul_medic.handlers.lb import lb_apply, lb_options, lb_render
+from consul_medic.handlers.service import instances
+from consul_medic.handlers.core.errors import UsageError
 
-I = lb_view.Instance
+I = instances.Instance
 
 
 def inst(iid, port, passing=True, tags=(), address="10.0.0.1", node="n1"):
-    role = lb_view.role_of(tags)
-    return I(iid, address, port, tuple(tags), role, node, passing, lb_view.PRIORITY.get(role, 10),
+    role = instances.role_of(tags)
+    return I(iid, address, port, tuple(tags), role, node, passing, instances.PRIORITY.get(role, 10),
              "passing" if passing else "critical")
 
 
@@ -122,16 +123,16 @@ def test_bad_templates_are_usage_errors(tmp_path):
 
 def test_select_filters():
     catalog = {"consul": [], "web-a": ["http"], "web-b": [], "redis": ["tcp"]}
-    assert lb_view.select(catalog, prefix="web-") == ["web-a", "web-b"]
-    assert lb_view.select(catalog, tag="http") == ["web-a"]
-    assert lb_view.select(catalog, names=("x", "redis")) == ["redis", "x"]
+    assert instances.select(catalog, prefix="web-") == ["web-a", "web-b"]
+    assert instances.select(catalog, tag="http") == ["web-a"]
+    assert instances.select(catalog, names=("x", "redis")) == ["redis", "x"]
 
 
 def test_instances_from_health_entries():
     entries = [{"Node": {"Node": "n1", "Address": "10.0.0.9"},
                 "Service": {"ID": "r1", "Address": "", "Port": 6379, "Tags": ["slave"]},
                 "Checks": [{"Status": "passing"}, {"Status": "warning"}]}]
-    (i,) = lb_view.instances("redis", entries)
+    (i,) = instances.instances("redis", entries)
     assert (i.address, i.role, i.priority, i.passing, i.status) == ("10.0.0.9", "slave", 9, False, "warning")
 
 
@@ -202,10 +203,10 @@ def test_coalesce_waits_for_quiet_but_not_past_max():
     q = queue.Queue()
     t = [0.0]
     clock = lambda: t[0]  # noqa: E731
-    assert lb_view.coalesce(q, 0.0, 0.0, 1.0, clock) == 0
+    assert instances.coalesce(q, 0.0, 0.0, 1.0, clock) == 0
     for _ in range(3):
         q.put(("change", "x", 1))
-    assert lb_view.coalesce(q, 0.0, 0.05, 1.0, clock) == 3
+    assert instances.coalesce(q, 0.0, 0.05, 1.0, clock) == 3
 
 
 @pytest.mark.parametrize("name,variables", [("nginx-http", {}), ("nginx-stream", {}), ("haproxy", {}),

@@ -3,13 +3,12 @@
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 import support
 import support_lb
-from handlers import audit
+from consul_medic.handlers.core import audit
 
 pytestmark = [pytest.mark.consul, pytest.mark.docker, pytest.mark.slow]
 

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from handlers import lighthttp, settings
-from handlers.errors import ConsulError
+from consul_medic.handlers.consul import lighthttp, settings
+from consul_medic.handlers.core.errors import ConsulError
 
 
 class Peer:
@@ -92,3 +92,52 @@ def test_keep_alive_against_real_agent(consul_agent):
         sock = c._sock
     assert index and data[0]["Key"] == "medic-test/lighthttp"
     assert sock is not None  # one connection served all six requests
+
+
+class Sequence:
+    """A keep-alive server that answers each request with the next canned reply."""
+
+    def __init__(self, replies):
+        self.replies, self.requests = list(replies), []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        conn, _ = self.sock.accept()
+        conn.settimeout(5)
+        buf = b""
+        while self.replies:
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.requests.append(head.split(b"\r\n")[0])
+            conn.sendall(self.replies.pop(0))
+        conn.close()
+
+
+def _status(code, body=b"[]", extra=b""):
+    return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (code, len(body), extra, body)
+
+
+def test_rate_limited_answers_are_retried_with_backoff():
+    peer = Sequence([_status(429), _status(503, extra=b"Retry-After: 1\r\n"), _status(200, b'{"ok": 1}')])
+    slept = []
+    st = settings.resolve(consul_addr="127.0.0.1:%d" % peer.port, environ={})
+    with lighthttp.Connection(st) as c:
+        resp = c.request("GET", "/v1/kv/x", sleep=slept.append)
+    assert resp.status == 200 and resp.json() == {"ok": 1}
+    assert len(peer.requests) == 3 and 0.1 <= slept[0] <= 0.15 and slept[1] == 1.0
+
+
+def test_rate_limiting_that_does_not_end_is_an_error_after_the_retries():
+    peer = Sequence([_status(429)] * (lighthttp.RETRIES + 1))
+    st = settings.resolve(consul_addr="127.0.0.1:%d" % peer.port, environ={})
+    with pytest.raises(ConsulError, match="rate limited"):
+        lighthttp.Connection(st).call("GET", "/v1/kv/x")
+    assert len(peer.requests) == lighthttp.RETRIES + 1

@@ -13,7 +13,8 @@ import time
 import pytest
 
 import support
-from handlers import alerts, audit, settings
+from consul_medic.handlers.core import alerts, audit
+from consul_medic.handlers.consul import settings
 from support_notify import Receiver, hook_argv, hook_messages, medic_output, write_spec
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]

@@ -5,7 +5,7 @@ import time
 import pytest
 import responses
 
-from handlers import channels, notify_message
+from consul_medic.handlers.notify import channels, notify_message
 from support_notify import Receiver, hook_argv, hook_messages
 
 SECRET = "s3cr3t-webhook-token-9f2c"
@@ -194,7 +194,7 @@ def test_send_all_runs_channels_in_parallel_and_filters_kinds(tmp_path):
 @pytest.mark.parametrize("reason", ["disk\x00full", "x" * (5 * 1024 * 1024)], ids=["nul", "5MB"])
 def test_command_channel_survives_hostile_reason(tmp_path, reason):
     """A NUL (exec refuses it in the environment) or a 5 MB reason (E2BIG): sanitised and cut, still sent."""
-    from handlers import notify_rules
+    from consul_medic.handlers.notify import notify_rules
     alert = notify_rules.AlertState("www.example.com", "heal", "heal_failed", "heal_failed", 1, 3, None,
                                     "heal", reason, "r1", (), {}, "event")
     verdict = notify_rules.Verdict(True, "heal_failed", {}, "none -> heal_failed", False)

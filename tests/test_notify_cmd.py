@@ -7,7 +7,8 @@ import time
 import pytest
 
 import support
-from handlers import alerts, audit, keys, settings
+from consul_medic.handlers.core import alerts, audit, keys
+from consul_medic.handlers.consul import settings
 from support_notify import Receiver, check, hook_argv, hook_messages, kv_record, write_spec
 
 pytestmark = pytest.mark.consul

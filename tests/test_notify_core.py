@@ -4,9 +4,9 @@ import json
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from handlers import notify_core, notify_message as message_mod, notify_rules as core
-from handlers.spec import HEAL_DEFAULTS, HealPolicy
-from watches import checks as checks_payload
+from consul_medic.handlers.notify import notify_message as message_mod, notify_rules as core
+from consul_medic.handlers.spec.spec import HEAL_DEFAULTS, HealPolicy
+from consul_medic.watches import checks as checks_payload
 
 OUT_CRIT = "MEDIC CRITICAL - www.example.com 1/3 passing | passing=1;;;0 desired=3;;;0\nmore"
 OUT_WARN = "MEDIC WARNING - www.example.com 4/3 passing | passing=4;;;0 desired=3;;;0"
@@ -251,8 +251,3 @@ def test_one_message_per_transition_whatever_the_replays(states, replays):
             expected.append({"passing": "recovered"}.get(s, s))
         last = s
     assert sent == expected
-
-
-def test_old_names_still_resolve_to_the_renamed_ones():
-    assert notify_core.decide is core.judge and notify_core.Decision is core.Verdict
-    assert notify_core.Observation is core.AlertState and notify_core.short_text is message_mod.short_text

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from handlers import notify, spec
-from handlers.errors import SpecError
+from consul_medic.handlers.spec import spec
+from consul_medic.handlers.core.errors import SpecError
+from consul_medic.handlers.notify import notify_config
 
 GOOD = {"enabled": True, "recovery": False, "remind_every": "30m", "kinds": ["critical", "circuit_open"],
         "channels": ["ops",
@@ -53,22 +54,22 @@ def test_bad_notify_section_names_the_field(section, where):
 
 
 def test_global_notify_file(tmp_path):
-    assert notify.load_config(str(tmp_path / "missing.json")) == {}
+    assert notify_config.load_config(str(tmp_path / "missing.json")) == {}
     p = tmp_path / "notify.json"
     p.write_text(json.dumps(GOOD))
-    assert notify.load_config(str(p))["remind_every"] == "30m"
+    assert notify_config.load_config(str(p))["remind_every"] == "30m"
     p.write_text(json.dumps({"channels": [{"type": "command", "argv": []}]}))
     with pytest.raises(SpecError, match=r"notify.json: \$.channels\[0\]"):
-        notify.load_config(str(p))
+        notify_config.load_config(str(p))
     p.write_text("{")
     with pytest.raises(SpecError, match=r"notify.json: \$: not valid JSON"):
-        notify.load_config(str(p))
+        notify_config.load_config(str(p))
 
 
 def test_config_path_precedence():
-    assert notify.config_path("/a", {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/a"
-    assert notify.config_path(None, {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/b"
-    assert notify.config_path(None, {}) == "/etc/consul-medic/notify.json"
+    assert notify_config.config_path("/a", {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/a"
+    assert notify_config.config_path(None, {"MEDIC_NOTIFY_CONFIG": "/b"}) == "/b"
+    assert notify_config.config_path(None, {}) == "/etc/consul-medic/notify.json"
 
 
 @pytest.mark.parametrize("argv, line", [

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from handlers import reg_probe
-from handlers import reg_registrar as core
+from consul_medic.handlers.register import reg_probe
+from consul_medic.handlers.register import reg_registrar as core
 from test_registrar import OPTS, FakeAgent, FakeEngine, container
 
 

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from handlers import heal_select
-from handlers import reg_wake
-from handlers.errors import ConsulError
-from handlers.reg_agent import Refused
+from consul_medic.handlers.heal import heal_select
+from consul_medic.handlers.register import reg_wake
+from consul_medic.handlers.core.errors import ConsulError
+from consul_medic.handlers.register.reg_agent import Refused
 
 
 class Agent:

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import reg_diff as rdiff
-from handlers import reg_labels as labels
-from handlers import reg_loop as loop
-from handlers import reg_model as model
-from handlers import reg_registrar as core
-from handlers import reg_roles as roles
+from consul_medic.handlers.register import reg_diff as rdiff
+from consul_medic.handlers.register import reg_labels as labels
+from consul_medic.handlers.register import reg_loop as loop
+from consul_medic.handlers.catalog import reg_model as model
+from consul_medic.handlers.register import reg_registrar as core
+from consul_medic.handlers.catalog import reg_roles as roles
 
 CID = "c0ffee" + "0" * 58
 OPTS = model.Options("host1", registrar_id="reg1")
@@ -390,7 +390,7 @@ class FakeAgent:
     def _io(self):
         self.calls += 1
         if self.fail:
-            from handlers.errors import ConsulError
+            from consul_medic.handlers.core.errors import ConsulError
             raise ConsulError("cannot connect to Consul at fake")
 
     def roles(self):
@@ -408,7 +408,7 @@ class FakeAgent:
     def register(self, body, replace_checks=True):
         self._io()
         if body["ID"] in self.refuse:
-            from handlers.reg_agent import Refused
+            from consul_medic.handlers.register.reg_agent import Refused
             raise Refused("Consul PUT /v1/agent/service/register: HTTP 400: Invalid service", self.refuse[body["ID"]])
         self.tried.append(body["ID"])
         self.bodies.append(body)
@@ -644,7 +644,7 @@ def test_a_container_publishing_a_port_range_is_refused_not_registered_by_the_hu
 
 def test_without_a_leader_the_dead_are_deregistered_and_medic_heal_started_registrations_wait():
     """KV (role records, wake-up keys) needs a leader; the agent's own endpoints do not."""
-    from handlers.errors import ConsulError
+    from consul_medic.handlers.core.errors import ConsulError
     a, b = container(name="a", cid="a" * 64), container(name="b", cid="b" * 64)
 
     class Leaderless(FakeAgent):

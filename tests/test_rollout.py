@@ -1,7 +1,6 @@
 """medic-rollout against a real Consul agent, the real engine, compose v2 and medic-register."""
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -60,7 +59,7 @@ def test_an_image_that_never_passes_is_rolled_back(roll_world):
     w.wait_passing(3)
     assert w.passing_images() == [support.DEMO_IMAGE] * 3
     assert w.kv("rollout") is None and w.kv("image") is None
-    emits = [rec for rec in __import__("handlers.audit", fromlist=["read"]).read(w.audit)
+    emits = [rec for rec in __import__("consul_medic.handlers.core.audit", fromlist=["read"]).read(w.audit)
              if rec.get("kind") == "notify" and rec.get("step") == "emit"]
     assert emits and emits[0]["event"]["action"] == "rollout"
 

@@ -1,10 +1,12 @@
 """rollout_exec.Executor with a simulated engine+Consul (a test double) and a real LB file."""
 import io
 
-from handlers import rollout_exec, rollout_io
-from handlers.rollout_io import Detail
-from handlers.rollout_plan import Box, View, serving
-from handlers.status import Status
+from consul_medic.handlers.rollout import rollout_exec
+from consul_medic.handlers.replace import rollout_io
+from consul_medic.handlers.replace.rollout_io import Detail
+from consul_medic.handlers.replace.rollout_plan import Box, View, serving
+from consul_medic.handlers.core.status import Status
+from consul_medic.handlers.core.progress import Progress
 
 OLD, NEW = "sha256:old", "sha256:new"
 
@@ -93,7 +95,7 @@ class MemStore:
 
 
 def executor(driver, store, **kw):
-    out = rollout_exec.Progress(io.StringIO(), tty=False)
+    out = Progress(io.StringIO(), tty=False)
     alerts, records = [], []
     kw.setdefault("sleep", lambda s: None)
     ex = rollout_exec.Executor(driver, store, 3, "svc", out, audit=records.append,
@@ -192,12 +194,12 @@ def test_dry_run_changes_nothing():
 
 
 def test_progress_bar_only_on_a_terminal():
-    plain = rollout_exec.Progress(io.StringIO(), total=4, tty=False)
+    plain = Progress(io.StringIO(), total=4, tty=False)
     plain.line("step 1")
     plain.step_done()
     plain.close()
     assert plain.stream.getvalue() == "step 1\n"
-    tty = rollout_exec.Progress(io.StringIO(), total=4, tty=True)
+    tty = Progress(io.StringIO(), total=4, tty=True)
     tty.line("step 1")
     tty.step_done()
     tty.close()

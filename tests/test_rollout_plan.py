@@ -1,7 +1,7 @@
 """rollout_plan.plan: literal views in, steps out (pure)."""
 import pytest
 
-from handlers.rollout_plan import Box, View, plan, serving
+from consul_medic.handlers.replace.rollout_plan import Box, View, plan, serving
 
 OLD, NEW = "sha256:old", "sha256:new"
 
@@ -104,7 +104,7 @@ def test_compose_override_is_json_yaml_for_the_spec_service(tmp_path):
     import json
     from collections import namedtuple
 
-    from handlers import rollout_image
+    from consul_medic.handlers.service import rollout_image
     Scale = namedtuple("Scale", "driver project file service")
     Spec = namedtuple("Spec", "service scale")
     sp = Spec("www.example.com", Scale("compose", "demo", "/x/compose.yml", "web"))

@@ -5,14 +5,14 @@ import textwrap
 
 import pytest
 
-from handlers import runtime
-from handlers.errors import ConsulError, SpecError
-from handlers.status import Outcome, Status, worst
+from consul_medic.handlers.core import runtime
+from consul_medic.handlers.core.errors import ConsulError, SpecError
+from consul_medic.handlers.core.status import Outcome, Status, worst
 
 PROG = textwrap.dedent("""
     import sys, time, click
-    from handlers import runtime
-    from handlers.status import Outcome, Status
+    from consul_medic.handlers.core import runtime
+    from consul_medic.handlers.core.status import Outcome, Status
 
     def build():
         @click.command()
@@ -88,7 +88,7 @@ def test_help_of_a_monitoring_plugin_exits_unknown():
 
     def build():
         return click.Command("x", callback=lambda: Outcome(Status.OK, "ok"))
-    build.__module__ = "handlers.check"
+    build.__module__ = "consul_medic.handlers.check.__main__"
     assert runtime.help_status(build) == Status.UNKNOWN and runtime.execute(build, argv=["-h"]).status == 3
 
 

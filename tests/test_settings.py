@@ -2,8 +2,8 @@
 import pytest
 import responses
 
-from handlers import settings
-from handlers.errors import UsageError
+from consul_medic.handlers.consul import settings
+from consul_medic.handlers.core.errors import UsageError
 
 
 def test_defaults():

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from handlers import spec as specmod
-from handlers.errors import SpecError
+from consul_medic.handlers.spec import spec as specmod
+from consul_medic.handlers.core.errors import SpecError
+from consul_medic.handlers.core import durations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,7 +163,7 @@ def test_durations():
     assert specmod.parse_duration("1m30s") == 90.0
     assert specmod.parse_duration("500ms") == 0.5
     assert specmod.parse_duration(7) == 7.0
-    assert specmod.format_duration(90.0) == "90s" and specmod.format_duration(0.25) == "250ms"
+    assert durations.format_duration(90.0) == "90s" and durations.format_duration(0.25) == "250ms"
 
 
 def test_shipped_example_specs_are_valid():

@@ -7,7 +7,7 @@ import pytest
 
 import support
 import support_register as sr
-from handlers import keys
+from consul_medic.handlers.core import keys
 
 pytestmark = [pytest.mark.consul]
 
@@ -115,7 +115,7 @@ def test_retag_of_a_foreign_service_keeps_its_checks_running(consul_factory, uni
     r = tag(agent, sid)
     assert r.stdout == 'MEDIC OK - %s tags db,master,primary; role {"add": ["master", "primary"], "remove": ' \
                        '["slave"]}\n' % sid
-    from handlers import audit
+    from consul_medic.handlers.core import audit
     recs = audit.read(str(tmp_path / "tag.jsonl"))
     assert [x["reason"][:12] for x in recs] == ["re-registere", "tags already"]
 

@@ -1,6 +1,7 @@
 """Triage: a service is settled without a lock only when nothing about it is uncertain (pure)."""
-from handlers import decide, triage
-from handlers.spec import CheckPolicy, HealPolicy, Scale, Spec, CHECK_DEFAULTS, HEAL_DEFAULTS
+from consul_medic.handlers.heal import decide, triage
+from consul_medic.handlers.spec.spec import CheckPolicy, HealPolicy, Scale, Spec, CHECK_DEFAULTS, HEAL_DEFAULTS
+from consul_medic.handlers.service import heal_model
 
 NOW = 1_000_000.0
 SPEC = Spec("www.example.com", 2, Scale("compose", "p", "/c.yml", "web"), CheckPolicy(**CHECK_DEFAULTS),
@@ -8,26 +9,26 @@ SPEC = Spec("www.example.com", 2, Scale("compose", "p", "/c.yml", "web"), CheckP
 
 
 def c(i, state="running", passing=True, started=NOW - 3600):
-    return decide.Container("c%d" % i, "p-web-%d" % i, state, started, started, passing)
+    return heal_model.Container("c%d" % i, "p-web-%d" % i, state, started, started, passing)
 
 
 def obs(containers, remote=(), stale=0, unknown=()):
-    return decide.Observation(tuple(containers), tuple(remote), stale, tuple(unknown))
+    return heal_model.Observation(tuple(containers), tuple(remote), stale, tuple(unknown))
 
 
 def test_healthy_service_is_settled():
-    assert triage.settled(SPEC, obs([c(1), c(2)]), decide.EMPTY_HISTORY, NOW)
+    assert triage.settled(SPEC, obs([c(1), c(2)]), heal_model.EMPTY_HISTORY, NOW)
 
 
 def test_count_met_with_remote_instances_is_settled():
-    assert triage.settled(SPEC, obs([c(1)], [decide.Remote("r", "host2", True)]), decide.EMPTY_HISTORY, NOW)
+    assert triage.settled(SPEC, obs([c(1)], [heal_model.Remote("r", "host2", True)]), heal_model.EMPTY_HISTORY, NOW)
 
 
 def test_anything_uncertain_goes_to_the_full_path():
-    h = decide.EMPTY_HISTORY
+    h = heal_model.EMPTY_HISTORY
     assert not triage.settled(SPEC, obs([c(1)]), h, NOW)                                   # short
     assert not triage.settled(SPEC, obs([c(1), c(2), c(3)]), h, NOW)                       # over
-    assert not triage.settled(SPEC, obs([c(1), c(2, passing=False)], [decide.Remote("r", "h", True)]), h, NOW)
+    assert not triage.settled(SPEC, obs([c(1), c(2, passing=False)], [heal_model.Remote("r", "h", True)]), h, NOW)
     assert not triage.settled(SPEC, obs([c(1), c(2), c(3, state="exited", passing=None)]), h, NOW)  # stopped
     assert not triage.settled(SPEC, obs([c(1), c(2)], stale=1), h, NOW)                    # Consul behind
     assert not triage.settled(SPEC, obs([c(1), c(2)], unknown=("odd",)), h, NOW)
@@ -36,17 +37,17 @@ def test_anything_uncertain_goes_to_the_full_path():
 
 def test_an_unverified_last_action_goes_to_the_full_path():
     """The full path must record the verdict (and send the 'healed' event)."""
-    h = decide.History((decide.Action(NOW - 5, "scale", 2, "started", 7),), 0.0, None, ())
+    h = heal_model.History((heal_model.Action(NOW - 5, "scale", 2, "started", 7),), 0.0, None, ())
     assert not triage.settled(SPEC, obs([c(1), c(2)]), h, NOW)
 
 
 def test_a_circuit_transition_goes_to_the_full_path():
     """Triage mirrors decide(): whenever decide would record a transition, the full path runs."""
     for opened in (NOW - 10, NOW - 10_000):
-        h = decide.History((), 0.0, opened, ())
+        h = heal_model.History((), 0.0, opened, ())
         d = decide.decide(SPEC, obs([c(1), c(2)]), h, NOW)
         assert triage.settled(SPEC, obs([c(1), c(2)]), h, NOW) == (d.kind == "noop" and d.circuit is None)
-    old = decide.History((), 0.0, NOW - 10_000, ())  # opened longer ago than the window
+    old = heal_model.History((), 0.0, NOW - 10_000, ())  # opened longer ago than the window
     assert decide.decide(SPEC, obs([c(1), c(2)]), old, NOW).circuit == "close"
     assert not triage.settled(SPEC, obs([c(1), c(2)]), old, NOW)
 
@@ -56,8 +57,8 @@ def test_the_prefetched_reads_are_the_reads_and_are_used_once(consul_agent):
     (no read of its own), a second take or other settings read for themselves."""
     import pytest
     import support_check as sc
-    from handlers import settings
-    from handlers.errors import ConsulError
+    from consul_medic.handlers.consul import settings
+    from consul_medic.handlers.core.errors import ConsulError
     proxy = sc.CountingProxy("127.0.0.1", consul_agent.ports["http"])
     try:
         st = settings.resolve(proxy.addr)

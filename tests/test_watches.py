@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from watches import PayloadError, checks, detect, service
-from watches._common import read_stream
+from consul_medic.handlers.core.errors import PayloadError
+from consul_medic.watches import checks, service
+from consul_medic.watches._common import read_stream
 
 CHECK = {"Node": "n1", "CheckID": "service:web-1", "Name": "Service 'www' check", "Status": "critical",
          "Notes": "", "Output": "HTTP GET: 503", "ServiceID": "web-1", "ServiceName": "www.example.com",
@@ -56,11 +57,6 @@ def test_bad_service_payload_names_nested_path():
     with pytest.raises(PayloadError, match=r"\$\[0\]\.Service\.Port: expected an integer"):
         service.parse(json.dumps([dict(ENTRY, Service=dict(ENTRY["Service"], Port="80"))]))
 
-
-def test_detect():
-    assert detect.parse_any(json.dumps([CHECK]))[0] == "checks"
-    assert detect.parse_any(json.dumps([ENTRY]))[0] == "service"
-    assert detect.parse_any("[]") == ("empty", ())
 
 
 def test_read_stream_limit():

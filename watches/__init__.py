@@ -9,4 +9,3 @@ Layering: watches/ sits at the bottom with handlers' base modules. It imports on
 (a MedicError and a ValueError), and nothing else from handlers
 (tests/test_architecture.py enforces it).
 """
-from handlers.errors import PayloadError  # noqa: F401  (the one definition; re-exported here)

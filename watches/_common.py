@@ -1,7 +1,7 @@
 """Shared helpers for the payload parsers: bounded stdin, JSON decoding, typed field access."""
 import json
 
-from . import PayloadError
+from ..handlers.core.errors import PayloadError
 
 MAX_PAYLOAD = 8 * 1024 * 1024  # a checks watch of a large cluster is a few MB
 

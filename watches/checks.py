@@ -8,7 +8,7 @@ A node-level check has an empty ServiceID/ServiceName.
 """
 from collections import namedtuple
 
-from . import PayloadError
+from ..handlers.core.errors import PayloadError
 from ._common import decode, field, str_list
 
 STATUSES = ("passing", "warning", "critical", "maintenance")

@@ -9,7 +9,7 @@ import base64
 import binascii
 from collections import namedtuple
 
-from . import PayloadError
+from ..handlers.core.errors import PayloadError
 from ._common import decode, field
 
 Entry = namedtuple("Entry", "key value modify_index")

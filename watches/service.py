@@ -9,7 +9,7 @@ An empty list is valid: the service has no instances left.
 """
 from collections import namedtuple
 
-from . import PayloadError
+from ..handlers.core.errors import PayloadError
 from ._common import decode, field, str_list, str_map
 from .checks import from_json as checks_from_json
 

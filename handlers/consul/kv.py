@@ -1,0 +1,120 @@
+"""Consul KV, the one way: read a JSON value with its ModifyIndex, and check-and-set.
+
+Every read-modify-write of a medic key goes through `cas_update`: read the value
+and its ModifyIndex, compute the new value, write it with `cas=<index>`, and on a
+lost race (another run or node wrote in between) read again and recompute, a
+bounded number of times. Consistent reads: a key decides what we do.
+
+    cas_update(client, key, fn, attempts=5) -> the value now stored
+
+`fn(current)` gets the decoded JSON (None when the key is absent, an `Unreadable`
+when the stored bytes are not JSON) and returns the new value, or `KEEP` to write
+nothing. `client` is either a py-consul client from `settings.make_client` or a
+`lighthttp.Connection` (the light transport of the hot paths): same interface, same
+semantics. The token is scrubbed from every error.
+"""
+import json
+import random
+import time
+
+from ..core.errors import ConsulError
+
+KEEP = object()  # returned by fn: leave the key as it is
+
+
+class Unreadable:
+    """A stored value that is not JSON (or not UTF-8): callers treat it as unknown."""
+    __slots__ = ("raw", "why")
+
+    def __init__(self, raw, why):
+        self.raw, self.why = raw, why
+
+    def __repr__(self):
+        return "Unreadable(%s)" % self.why
+
+
+class CasConflict(ConsulError):
+    """The key kept changing under us for every attempt."""
+
+
+def _reason(client, e):
+    text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    st = getattr(client, "settings", None)
+    if st is not None:
+        return st.redact(text)
+    token = getattr(client, "token", None)
+    return text.replace(token, "<redacted>") if token else text
+
+
+def _light(client):
+    """A lighthttp.Connection (it has no `.kv`): speak the KV API through it."""
+    return not hasattr(client, "kv")
+
+
+def _light_get(conn, key):
+    from .api import kv
+    resp = conn.call("GET", kv(key), [("consistent", None)], ok=(200, 404))
+    if resp.status == 404:
+        return None
+    items = resp.json()
+    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+        raise ConsulError("KV %s: Consul answered an unexpected shape" % key)
+    import base64
+    item = dict(items[0])
+    item["Value"] = base64.b64decode(item["Value"]) if item.get("Value") else None
+    return item
+
+
+def _light_put(conn, key, body, cas):
+    from .api import kv
+    params = [("cas", str(int(cas)))] if cas is not None else None
+    resp = conn.call("PUT", kv(key), params, body.encode("utf-8"))
+    return resp.body.strip() == b"true"
+
+
+def decode(raw):
+    """Stored bytes -> JSON value, or Unreadable (never raises)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return Unreadable(raw, "not JSON: %s" % str(e)[:80])
+
+
+def read(client, key):
+    """-> (value, ModifyIndex); (None, 0) when absent. Raises ConsulError."""
+    try:
+        item = _light_get(client, key) if _light(client) else client.kv.get(key, consistency="consistent")[1]
+    except Exception as e:
+        raise ConsulError("cannot read KV %s: %s" % (key, _reason(client, e))) from None
+    if not item:
+        return None, 0
+    return decode(item.get("Value")), int(item["ModifyIndex"])
+
+
+def put(client, key, value, cas=None):
+    """Write JSON `value`; with `cas` only if the key is still at that ModifyIndex (0: absent).
+    -> True when written. Raises ConsulError."""
+    body = json.dumps(value, sort_keys=True, default=str)
+    try:
+        return _light_put(client, key, body, cas) if _light(client) else bool(client.kv.put(key, body, cas=cas))
+    except Exception as e:
+        raise ConsulError("cannot write KV %s: %s" % (key, _reason(client, e))) from None
+
+
+def cas_update(client, key, fn, attempts=5, pause=(0.005, 0.05), sleep=time.sleep):
+    """Read-modify-write `key` with check-and-set; -> the value now stored.
+
+    Retries a lost race up to `attempts` times with a short jittered pause (so a burst
+    of writers to one key all get through); raises CasConflict when every attempt lost.
+    """
+    for _ in range(max(1, attempts)):
+        current, index = read(client, key)
+        new = fn(current)
+        if new is KEEP:
+            return current
+        if put(client, key, new, cas=index):
+            return new
+        sleep(random.uniform(*pause))
+    raise CasConflict("KV %s: gave up after %d check-and-set conflicts (the key kept changing)" % (key, attempts))

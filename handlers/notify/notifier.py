@@ -1,0 +1,149 @@
+"""medic-notify's orchestration of one run: for each slot judge, claim with CAS, then send.
+
+Per slot: read the last notified state from Consul KV, judge (notify_rules.judge),
+store the new state with check-and-set (kv.cas_update), and only then send
+(handlers.channels). A lost CAS means another node or run got there first: re-read,
+re-judge. Every verdict, sent or not, is one audit record saying why.
+
+A stored record it cannot read (garbage, `{"state": 5, "index": "x"}`) counts as
+unknown: the run says so once (audit `unreadable`, and in the reason) and the CAS
+write replaces it, so the next run reads a good record.
+"""
+import socket
+import sys
+import threading
+import time
+
+from . import channels, notify_message, notify_rules
+from ..consul import kv
+from ..core.errors import ConsulError
+
+CAS_TRIES = 20  # with jittered pauses: a burst of writers to one key all get through
+
+
+class Notifier:
+    def __init__(self, store, audit, env, clock=time.time, host=None):
+        self.store, self.audit, self.env, self.clock = store, audit, env, clock
+        self.host = host or socket.gethostname()
+        self.note = None  # said in every audit record of this run (e.g. why no spec applied)
+        self.unreadable = {}  # (service, slot) -> why its stored record could not be read
+
+    def handle(self, obs, policy, spec=None):
+        """Decide, claim with CAS, send. -> (decision, [channels.Result])."""
+        (_, decision, results), = self.handle_many([(obs, policy, spec)])
+        return decision, results
+
+    def handle_many(self, items):
+        """[(observation, policy, spec)] -> [(observation, decision, results)].
+
+        Claims run one after another (each a KV read and a CAS write); the messages
+        then go out in parallel, so one hanging channel costs one budget, not one
+        per service. A Consul failure sends nothing for that slot (without the state
+        store news cannot be told from a replay): audited, then raised after the
+        slots already claimed have been sent.
+        """
+        claimed, error = [], None
+        for obs, policy, spec in items:
+            try:
+                claimed.append((obs, policy, spec) + self._claim(obs, policy))
+            except ConsulError as e:
+                self._audit(obs, notify_rules.Verdict(False, obs.kind, None, "not sent: %s" % e, False), None, [],
+                            result="error")
+                error = error or e
+        outcomes = [None] * len(claimed)
+
+        def send(i, obs, policy, spec, decision, previous, now):
+            results = []
+            if decision.send:
+                msg = notify_message.message(obs, decision, self.env, spec, previous, now, self.host)
+                results = channels.send_all(policy.channels, msg, notify_message.document(msg, obs))
+            outcomes[i] = results
+
+        threads = [threading.Thread(target=send, args=(i,) + c, daemon=True) for i, c in enumerate(claimed)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out = []
+        for (obs, policy, spec, decision, previous, now), results in zip(claimed, outcomes):
+            self._audit(obs, decision, previous, results or [])
+            if decision.record and obs.slot != notify_rules.HEAL_SLOT and obs.state == "passing" \
+                    and (previous or {}).get("state") not in (None, "passing"):
+                try:
+                    self._reset_heal_slot(obs)
+                except ConsulError as e:
+                    error = error or e
+            out.append((obs, decision, results or []))
+        if error is not None:
+            raise error
+        return out
+
+    def _claim(self, obs, policy):
+        """-> (verdict, previous record, now); the verdict's record is stored when it returns."""
+        seen = {}
+
+        def fn(current):
+            now = seen["now"] = round(self.clock(), 3)
+            if isinstance(current, kv.Unreadable):
+                previous, why = None, current.why
+            else:
+                previous, why = notify_rules.readable(current)
+            verdict = notify_rules.judge(previous, obs, now, policy)
+            if why:  # said once: the CAS write below replaces the record
+                verdict = verdict._replace(reason="%s (stored record unreadable: %s; replaced)" % (verdict.reason, why))
+                if verdict.record is None:
+                    verdict = verdict._replace(record=fresh_record(obs, now))
+            seen.update(verdict=verdict, previous=previous, unreadable=why)
+            return kv.KEEP if verdict.record is None else verdict.record
+
+        try:
+            self.store.update(obs.service, obs.slot, fn, CAS_TRIES)
+        except kv.CasConflict as e:
+            return notify_rules.Verdict(False, obs.kind, None, "gave up: %s" % e, False), None, seen.get("now")
+        if seen.get("unreadable"):
+            self.unreadable[(obs.service, obs.slot)] = seen["unreadable"]
+        return seen["verdict"], seen["previous"], seen["now"]
+
+    def _reset_heal_slot(self, obs):
+        """A recovered service starts afresh: the next open circuit or failed heal is news."""
+        def fn(previous):
+            if not isinstance(previous, dict) or previous.get("state") not in ("circuit_open", "heal_failed"):
+                return kv.KEEP
+            return dict(previous, state="passing", previous=previous.get("state"), since=self.clock())
+
+        try:
+            self.store.update(obs.service, notify_rules.HEAL_SLOT, fn, CAS_TRIES)
+        except kv.CasConflict:
+            pass  # someone else is writing it right now: their record is as good
+
+    def _audit(self, obs, decision, previous, results, result=None):
+        if self.audit is None:
+            return
+        rec = {"kind": "notification", "source": obs.source, "service": obs.service, "env": self.env,
+               "slot": obs.slot, "previous": (previous or {}).get("state"), "state": obs.state,
+               "event": obs.kind, "live": obs.live, "desired": obs.desired, "index": obs.index,
+               "audit_ref": obs.audit_ref, "decision": "send" if decision.send else "none",
+               "reminder": decision.reminder, "reason": decision.reason,
+               "channels": [r._asdict() for r in results]}
+        if self.note:
+            rec["note"] = self.note
+        if (obs.service, obs.slot) in self.unreadable:
+            rec["unreadable"] = self.unreadable[(obs.service, obs.slot)]
+        failed = [r for r in results if not r.ok]
+        if failed:
+            rec["result"] = "channel_failed"
+            rec["failed"] = ["%s: %s" % (r.channel, r.error) for r in failed]
+        elif decision.send:
+            rec["result"] = "sent"
+        else:
+            rec["result"] = result or "suppressed"
+        try:
+            self.audit.write(rec)
+        except OSError as e:
+            sys.stderr.write("medic-notify: cannot write audit log: %s\n" % e.strerror)
+
+
+def fresh_record(obs, now):
+    """What to store over an unreadable record when the verdict itself stores nothing."""
+    return {"state": obs.state, "since": now, "sent": None, "index": obs.index or 0, "ref": obs.audit_ref,
+            "live": obs.live, "desired": obs.desired, "previous": None}
