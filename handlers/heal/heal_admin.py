@@ -9,7 +9,7 @@ MAX_PAUSE = 30 * 86400.0  # --for longer than 30 days: pause without --for (unti
 
 
 def reset(ctx, sp):
-    """Close the circuit, forget failures; a history that does not parse is replaced (issue 15)."""
+    """Close the circuit, forget failures; a history that does not parse is replaced."""
     from ..service import history
 
     consul = ctx.consul(ctx.settings(sp))

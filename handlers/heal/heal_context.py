@@ -3,7 +3,7 @@
     Parts          the injectable I/O: engine, scaler, Consul access, deferred-run spawner, clocks
     ConsulAccess   one Consul address: py-consul clients (lock, history, pause, marks) and the
                    consistent health read (light transport: start-up counts toward time to heal)
-    Run            environment, audit log (with the --all noop quieting of issue 14), settings
+    Run            environment, audit log (an unchanged --all noop is audited once an hour), settings
                    and Consul access per service, the engine made on first use, the scaler,
                    alerts, and how a deferred run is started (argv list, own session)
 """
@@ -19,7 +19,7 @@ from .healer import WAIT_BOUND
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
 ENGINE_TIMEOUT = 20.0
 LEADER_WAIT = 15.0  # a run that lost the Consul leader waits this long for a new one, then tries once more
-NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long (issue 14)
+NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this long
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
 _NO_ADDR = namedtuple("NoAddr", "consul_addr")(None)  # a spec that names no Consul address

@@ -95,7 +95,7 @@ def row(sp, env, conn_opts, engine, records, now):
             a = hist.actions[-1]
             r["last_action"] = {"time": _iso(a.time), "kind": a.kind, "target": a.target, "result": a.result}
         r["state"] = count.compare(r["passing"], sp.instances).name
-        r["paused"] = _paused(st, env, sp.service, now)  # heal helper (issue 10): medic-heal --pause
+        r["paused"] = _paused(st, env, sp.service, now)  # medic-heal --pause
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
     return r
@@ -116,7 +116,7 @@ def _iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-# -- heal helper (issue 10): the operator's pause, read-only -------------------------------
+# -- the operator's pause (medic-heal --pause), read-only ------------------------------------
 def _paused(st, env, service, now):
     """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None."""
 
@@ -193,7 +193,7 @@ def table(rows, engine_error=None, width=60):
     for r in rows:
         if r.get("error"):
             lines.append("%s/%s: %s" % (r["env"], r["service"], r["error"]))
-        if r.get("paused"):  # heal helper (issue 10)
+        if r.get("paused"):
             lines.append("%s/%s: %s" % (r["env"], r["service"], r["paused"]))
     if engine_error:
         lines.append("engine: %s (pending not shown)" % engine_error)
