@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PKG = "consul_medic"
 
 SHARED = {"core": 0, "consul": 1, "engine": 1, "spec": 2, "service": 3, "catalog": 3, "replace": 4}

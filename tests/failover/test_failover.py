@@ -123,7 +123,7 @@ def test_redis_example_spec_is_valid():
     import os
 
     from consul_medic.handlers.spec import spec
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "examples",
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "specs", "examples",
                         "redis.example.com.json")
     s = spec.load_file(path, use_cache=False)
     assert s.service == "redis.example.com" and s.instances == 3

@@ -8,7 +8,7 @@ from consul_medic.handlers.spec import spec as specmod
 from consul_medic.handlers.core.errors import SpecError
 from consul_medic.handlers.core import durations
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BASE = {"service": "www.example.com", "instances": 2,
         "scale": {"driver": "compose", "project": "web", "file": "compose.yml", "service": "web"}}

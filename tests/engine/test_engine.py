@@ -133,5 +133,5 @@ def test_engine_module_imports_no_sdk():
     code = "import sys, consul_medic.handlers.engine.engine, consul_medic.handlers.engine.scaler; print(sorted(m for m in ('docker', 'requests', " \
            "'urllib3', 'http.client') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=60)
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

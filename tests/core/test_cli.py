@@ -10,7 +10,7 @@ import support
 from consul_medic.handlers.consul import settings
 from consul_medic.handlers.core.errors import UsageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _scripts():
