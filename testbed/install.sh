@@ -7,7 +7,7 @@
 #   busybox-static     for the demo image (no registry is reachable)
 #   nginx (+ stream module), haproxy, redis-server, redis-tools: medic-lb / medic-failover tests;
 #                      installed with their services NOT started (tests run their own processes)
-#   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/test_install.py)
+#   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/system/test_install.py)
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -95,7 +95,7 @@ install_lb_parts() {  # medic-lb and medic-failover: real nginx 1.22, HAProxy 2.
   return 0
 }
 
-install_site_tools() {  # site: the unit and install tests (tests/test_install.py)
+install_site_tools() {  # site: the unit and install tests (tests/system/test_install.py)
   local missing=()
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

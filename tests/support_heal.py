@@ -138,7 +138,7 @@ def heal_env(agent, specs, audit_log, **extra):
 
 
 def pause(agent, service, reason="test teardown", env=None):
-    """What `medic-heal --pause SERVICE` writes (handlers/pause.py), through the agent's HTTP API."""
+    """What `medic-heal --pause SERVICE` writes (handlers/service/pause.py), through the agent's HTTP API."""
     import time
     from consul_medic.handlers.service import pause as pause_mod
     body = {"until": None, "reason": reason, "by": "tests", "at": time.time()}

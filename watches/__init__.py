@@ -7,5 +7,5 @@ No I/O, no Consul, no Docker.
 Layering: watches/ sits at the bottom with handlers' base modules. It imports only
 `handlers.errors` (stdlib-only, no side effects), for the one `PayloadError` class
 (a MedicError and a ValueError), and nothing else from handlers
-(tests/test_architecture.py enforces it).
+(tests/system/test_architecture.py enforces it).
 """

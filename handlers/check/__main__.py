@@ -18,8 +18,8 @@ requests, consul, docker, dataclasses, typing or http.client, and not batch.
 Anything `parse_fast` does not fully understand (--help, typos) goes to the click
 command, which gives the real usage error (exit 3 through `runtime`).
 
-`medic-check --all [--ttl]` is the batch mode (handlers/batch.py, imported only
-then). The judging lives in handlers/count.py; its names are re-exported here.
+`medic-check --all [--ttl]` is the batch mode (handlers/check/batch.py, imported only
+then). The judging lives in handlers/service/count.py; its names are re-exported here.
 """
 from ..consul import health, lighthttp, settings
 from ..core import options, runtime
@@ -56,7 +56,7 @@ def check_one(service, opts, connection_factory=lighthttp.Connection):
     with connection_factory(st) as conn:
         _, entries, _ = conn.get_json(api.health_service(sp.service), [("stale", None)])
         out = evaluate(sp.service, sp.instances, health.parse_instances(entries, sp.service))
-        if out.status == Status.CRITICAL:  # site: ACLs may have hidden instances (handlers/acl.py)
+        if out.status == Status.CRITICAL:  # site: ACLs may have hidden instances (handlers/consul/acl.py)
             from ..consul import acl
             acl.require(conn, acl.service_read(sp.service))
     return out
@@ -119,4 +119,8 @@ def command():
 
 
 def main():
-    return runtime.run(command=command, fast=fast, deadline=DEADLINE, quick_exit=True)
+    return runtime.run(command=command, fast=fast, prog="medic-check", deadline=DEADLINE, quick_exit=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,13 +13,13 @@ interval. The batch mode costs one:
           in the URL) on one keep-alive connection to the local agent, only for checks
           whose status or output changed, or whose last write is `--refresh` seconds old.
 
-The node dump is read by `handlers/nodedump.py` (an internal API, see there). If an
+The node dump is read by `handlers/consul/nodedump.py` (an internal API, see there). If an
 agent answers it with 404/405 or an unexpected shape, the
 batch falls back to one `GET /v1/health/service/<name>?stale` per service and
 says so in its output (`fallback=1` in the perfdata).
 
 The last write time of each TTL check is kept in the cache directory
-(`batch-<host>-<port>.json`, see handlers/spec.py for MEDIC_CACHE_DIR); without
+(`batch-<host>-<port>.json`, see handlers/spec/spec.py for MEDIC_CACHE_DIR); without
 it every check is rewritten every run, which is correct, only more writes.
 """
 import json
@@ -208,7 +208,7 @@ def evaluate_all(specs, opts, connection_factory):
             except MedicError as e:
                 results[name] = unknown(e)
         critical = {n: s.service for n, s in group.items() if results[n].status == Status.CRITICAL}
-        if critical:  # site: instances ACLs hid are not missing (handlers/acl.py)
+        if critical:  # site: instances ACLs hid are not missing (handlers/consul/acl.py)
             from ..consul import acl
             results.update(acl.recheck(st, critical, connection_factory))
     return results, fallback

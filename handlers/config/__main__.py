@@ -245,7 +245,7 @@ def run(opts, argv0=None):
     env = settings.environment(opts.get("env"))
     specs_dir = os.path.abspath(spec.specs_dir(opts.get("specs")))
     specs = spec.load_dir(specs_dir, env)
-    if opts.get("acl_policy"):  # site: least-privilege ACL rules per role (handlers/acl.py)
+    if opts.get("acl_policy"):  # site: least-privilege ACL rules per role (handlers/consul/acl.py)
         from ..consul import acl
         return acl.policy_outcome(opts["acl_policy"], specs, env)
     from ..engine import compose_file  # site: a compose service must name an image, not build: one
@@ -300,4 +300,8 @@ def command():
 
 
 def main():
-    return runtime.run(command=command, deadline=120.0)
+    return runtime.run(command=command, prog="medic-config", deadline=120.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Consul's HTTP API as medic uses it: every path is built here, and quoted one way.
 
-No module outside handlers/consul/ writes a `/v1/...` path (tests/test_architecture.py checks).
+No module outside handlers/consul/ writes a `/v1/...` path (tests/system/test_architecture.py checks).
 A caller names the endpoint and passes its query parameters:
 
     conn.get_json(api.health_service(name), [("stale", None)])

@@ -4,7 +4,7 @@
 It is an internal API, verified on Consul 1.8.7 (it answers on agents with the UI
 disabled too). `entries_by_service` turns it into the shape of
 `/v1/health/service/<name>`, so the same parser (`health.parse_instances`) judges
-both. Used by the batch check (`handlers/batch.py`) and heal's triage.
+both. Used by the batch check (`handlers/check/batch.py`) and heal's triage.
 """
 from . import api
 from ..core.errors import ConsulError

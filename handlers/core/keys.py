@@ -5,9 +5,9 @@
     medic/<env>/circuit/<service>       open circuit marker (crash loop), cleared by --reset
     medic/<env>/notify/<service>/<id>   last notified state per check (medic-notify)
     medic/<env>/roles/<service-id>      dynamic role tags (medic-tag)
-    medic/<env>/pause/<service>         medic-heal --pause: every handler holds (handlers/pause.py)
-    medic/<env>/dirty/<service>         a run found the lock held: the holder looks again (handlers/recheck.py)
-    medic/<env>/deferred/<service>      the one pending deferred medic-heal run (handlers/recheck.py)
+    medic/<env>/pause/<service>         medic-heal --pause: every handler holds (handlers/service/pause.py)
+    medic/<env>/dirty/<service>         a run found the lock held: the holder looks again (handlers/heal/recheck.py)
+    medic/<env>/deferred/<service>      the one pending deferred medic-heal run (handlers/heal/recheck.py)
     medic/<env>/wake/<service>          medic-register's wake-up key; medic-heal deletes it once seen
 
 <env> is the selected environment, or "default" when none is selected.

@@ -48,3 +48,7 @@ def _command():
                              stream=sys.stdout)
 
     return cmd
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ testbed's hosts.json has this shape; extra keys are ignored):
                 "consul_addr": "http://127.0.0.11:8500"}, ...]}
 Every compose spec in the specs directory is looked at on every host; the lock of each
 such service is taken ("drain") for the whole run, so no heal, rollout or failover acts
-meanwhile. The drain record (handlers/drain_state.py) tells healers on that node to hold.
+meanwhile. The drain record (handlers/service/drain_state.py) tells healers on that node to hold.
 """
 import contextlib
 import json

@@ -22,7 +22,7 @@ is left to the SDK: `client()` returns a docker SDK client then.
 
 Errors: every failure is an EngineError naming the call; a missing container is
 `NotFound` (an EngineError whose class name the SDK's callers already test for).
-The HTTP transport is handlers/engine_http.py.
+The HTTP transport is handlers/engine/engine_http.py.
 """
 import json
 import os

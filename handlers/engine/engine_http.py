@@ -1,4 +1,4 @@
-"""HTTP/1.1 to the Docker engine over its socket (the transport of handlers/engine.py).
+"""HTTP/1.1 to the Docker engine over its socket (the transport of handlers/engine/engine.py).
 
 Stdlib only: a unix socket (DOCKER_HOST unix://, default /var/run/docker.sock) or TCP
 (tcp://, plain HTTP), keep-alive, Content-Length or chunked bodies, one timeout per

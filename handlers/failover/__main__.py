@@ -44,3 +44,7 @@ def build():
 
 def main():
     runtime.run(build, prog="medic-failover", deadline=30.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""medic-failover's decision: PURE, tested with literal data (tests/test_failover.py).
+"""medic-failover's decision: PURE, tested with literal data (tests/failover/test_failover.py).
 
     decide(nodes, record) -> Decision
 

@@ -111,7 +111,7 @@ class Consul:
         api.kv_put(self.conn, self.record_key, json.dumps(body, sort_keys=True).encode())
 
     def paused(self, now=None):
-        """The pause in force (handlers/pause.py's record, medic-heal --pause), else None. An
+        """The pause in force (handlers/service/pause.py's record, medic-heal --pause), else None. An
         unreadable record is a pause that says so, as for medic-heal."""
         from ..service import pause
         raw = api.kv_read(self.conn, pause.pause_key(self.env, self.service))

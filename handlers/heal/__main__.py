@@ -7,7 +7,7 @@ options -> healing.run().
     --pause SERVICE [--for D] [--reason T]  -> hands off SERVICE (every handler honours it)
     --resume SERVICE                        -> end the pause and look at SERVICE at once
 
-Per service (handlers/healer.py): lock -> observe -> decide -> act -> record. Exit: 0 handled,
+Per service (handlers/heal/healer.py): lock -> observe -> decide -> act -> record. Exit: 0 handled,
 1 an action failed (or the circuit is open), 3 could not decide (nothing changed).
 """
 import os
@@ -62,3 +62,7 @@ def _command():
                    conn=conn, stdin=sys.stdin, environ=os.environ)
 
     return cmd
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""What every service of one medic-heal run shares, built once (handlers/healing.py uses it).
+"""What every service of one medic-heal run shares, built once (handlers/heal/healing.py uses it).
 
     Parts          the injectable I/O: engine, scaler, Consul access, deferred-run spawner, clocks
     ConsulAccess   one Consul address: py-consul clients (lock, history, pause, marks) and the

@@ -67,3 +67,7 @@ def build():
 
 def main():
     runtime.run(build, prog="medic-lb", deadline=0 if "--watch" in sys.argv[1:] else 60.0)
+
+
+if __name__ == "__main__":
+    main()

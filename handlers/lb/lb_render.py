@@ -1,7 +1,7 @@
 """medic-lb's rendering: the "never an empty upstream" rule and Jinja2 templates. Pure.
 
     plan(view, last_good, env)         {service: [Instance]} + the last good servers -> Plan
-    load_template(name_or_path)        a built-in template name (handlers/templates/<name>.j2) or a file
+    load_template(name_or_path)        a built-in template name (handlers/lb/templates/<name>.j2) or a file
     render(template, plan, vars)       Plan -> text
 
 Never an empty upstream: a service with at least one passing instance is rendered with

@@ -54,4 +54,8 @@ def _command():
 
 
 def main():
-    runtime.run(command=_command, deadline=120.0)
+    runtime.run(command=_command, prog="medic-notify", deadline=120.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ the role tags and the wake-up keys.
 Daemon (default): follows the Docker engine's events and keeps the local Consul agent's
 services equal to the running containers' published ports; SIGTERM/SIGINT stop it
 cleanly (registrations stay: the containers still run). `--once`: one resync, then exit
-0 (OK) or 3 (UNKNOWN: Consul or engine failure). The logic is in `handlers.reg_*` (map in `handlers/reg_model.py`).
+0 (OK) or 3 (UNKNOWN: Consul or engine failure). The logic is in `handlers.reg_*` (map in `handlers/catalog/reg_model.py`).
 """
 import os
 import signal
@@ -177,3 +177,7 @@ def _logger(verbose):
 
 def main():
     runtime.run(build, prog="medic-register", deadline=120.0)
+
+
+if __name__ == "__main__":
+    main()

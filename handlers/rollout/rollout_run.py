@@ -50,7 +50,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
                              secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
     client = settings.make_client(st)
-    # the docker SDK: a rollout needs the image API the light client (handlers/engine.py) leaves out
+    # the docker SDK: a rollout needs the image API the light client (handlers/engine/engine.py) leaves out
     engine = (engine_factory or (lambda: engine_mod.sdk_client(ENGINE_TIMEOUT)))()
 
     def audit(rec):

@@ -3,8 +3,8 @@
     MEDIC CRITICAL - www.example.com 1/3 passing | passing=1;3;3:;0 desired=3;;;0
     - web-2 on node1 127.0.0.1:8082: service:web-2 critical
 
-Shared by the single check (`handlers/check.py`) and the batch pass
-(`handlers/batch.py`); neither imports the other for it. Perfdata follows the
+Shared by the single check (`handlers/check/__main__.py`) and the batch pass
+(`handlers/check/batch.py`); neither imports the other for it. Perfdata follows the
 monitoring-plugins format `label=value;warn;crit;min;max` with its range
 syntax: `passing` warns above the declared count (`N`: outside 0..N) and is
 critical below it (`N:`: outside N..infinity), exactly the exit states below.

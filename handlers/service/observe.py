@@ -51,7 +51,7 @@ def consul_instances(conn, service):
 
 # -- engine ----------------------------------------------------------------------
 def engine_client(timeout=10.0):
-    """A Docker engine client that answered a ping: the light one (handlers/engine.py: HTTP over
+    """A Docker engine client that answered a ping: the light one (handlers/engine/engine.py: HTTP over
     DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
     from ..engine import engine
     return engine.client(timeout)

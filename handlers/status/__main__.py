@@ -200,3 +200,7 @@ def table(rows, engine_error=None, width=60):
     if not rows:
         lines.append("(no specs)")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,3 +56,7 @@ def _tags(flag, values):
 
 def main():
     runtime.run(build, prog="medic-tag", deadline=30.0)
+
+
+if __name__ == "__main__":
+    main()

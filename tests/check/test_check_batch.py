@@ -137,7 +137,7 @@ def test_batch_sets_ttl_checks_with_constant_reads(consul_factory, tmp_path, uni
 
         proxy.reset()  # nothing changed: reads only
         r = sc.run_check(args, cache)
-        # reads only; names[0] is short, so one ACL probe (POST /v1/internal/acl/authorize, handlers/acl.py)
+        # reads only; names[0] is short, so one ACL probe (POST /v1/internal/acl/authorize, handlers/consul/acl.py)
         assert perf(r.stdout)["written"] == 0 and [m for m, _ in proxy.requests] == ["GET", "GET", "POST"]
 
         agent.set_ttl(names[3] + "-1", "critical")  # one change: one write

@@ -1,4 +1,4 @@
-"""medic-config refuses a spec whose compose service builds from a Dockerfile (handlers/compose_file.py)."""
+"""medic-config refuses a spec whose compose service builds from a Dockerfile (handlers/engine/compose_file.py)."""
 import os
 import shutil
 import subprocess

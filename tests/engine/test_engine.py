@@ -1,4 +1,4 @@
-"""The light engine client (handlers/engine.py) and the scaler's engine fast path.
+"""The light engine client (handlers/engine/engine.py) and the scaler's engine fast path.
 
 Pure parts with literal data; the client and the fast path against the real engine,
 side by side with the docker SDK's view of the same containers.

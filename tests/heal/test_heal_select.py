@@ -1,4 +1,4 @@
-"""Which services a payload names (handlers/heal_select.py) and the keyprefix parser
+"""Which services a payload names (handlers/heal/heal_select.py) and the keyprefix parser
 (watches/keyprefix.py): pure, literal data."""
 import base64
 import json
