@@ -163,13 +163,14 @@ def _round(run, sp, consul):
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
     now = run.clock()
     dec = decide.decide(sp, obs, hist, now)
+    facts = _facts(sp, hist, dec, now)
     sc = run.scaler(sp, consul.client) if dec.kind == "heal" else None
     argv = sc.argv(dec.target) if sc is not None else None
     if run.dry_run:
         return Round(dec, Status.OK, obs, consul_index, argv)
     _bookkeeping(run, sp, store, hist, dec, now)
     if dec.kind != "heal":
-        return Round(dec, Status.WARNING if dec.suspended else Status.OK, obs, consul_index)
+        return Round(dec, Status.WARNING if dec.suspended else Status.OK, obs, consul_index, extra=facts)
     res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
     history_error = None
     try:
@@ -182,7 +183,18 @@ def _round(run, sp, consul):
     if not res.ok:
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
-    return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error)
+    return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error, facts)
+
+
+def _facts(sp, hist, dec, now):
+    """What the record adds for the metrics (docs/metrics.md): the circuit's state after this
+    decision, how long the policy allows a shortfall, and the time to heal when one was restored."""
+    h = sp.heal
+    facts = {"circuit_open": dec.circuit == "open" or (hist.circuit is not None and dec.circuit != "close"),
+             "heal_allowed": h.cooldown + h.grace + h.backoff_max}
+    if dec.settle == "restored" and hist.actions:
+        facts["heal_seconds"] = round(max(0.0, now - hist.actions[-1].time), 3)
+    return facts
 
 
 def _drained(run, sp, consul):
