@@ -32,7 +32,7 @@ FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # name -> (type, help, label names). Counters end in _total; durations are seconds.
 METRICS = {
-    "medic_build_info": ("gauge", "consul-medic's version (always 1)", ("version",)),
+    "medic_build_info": ("gauge", "consul-medic's version (always 1)", ("executable", "version")),
     "medic_runs_total": ("counter", "Runs of an executable that ended, by exit state",
                          ("executable", "status")),
     "medic_last_run_timestamp_seconds": ("gauge", "When the executable last ran (handlers: the end of a run; "
@@ -421,7 +421,7 @@ class Textfile(_Sink):
             fcntl.flock(fd, fcntl.LOCK_EX)
             total = _load(self.state_path).merge(delta)
             _write_atomic(self.state_path, json.dumps(total.to_json(), sort_keys=True).encode())
-            write_textfile(self.prom_path, total)
+            write_textfile(self.prom_path, total, self.prog)
         finally:
             os.close(fd)
         self.samples = Samples()
@@ -445,32 +445,32 @@ def _write_atomic(path, data):
     os.replace(tmp, path)
 
 
-def write_textfile(path, samples):
+def write_textfile(path, samples, prog):
     from prometheus_client import write_to_textfile
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_to_textfile(path, registry(samples))
+    write_to_textfile(path, registry(samples, prog))
 
 
-def registry(samples, lock=None):
+def registry(samples, prog, lock=None):
     """A prometheus_client registry whose one collector yields `samples` (read under `lock`)."""
     from prometheus_client import CollectorRegistry
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Collector(samples, lock))
+    reg.register(_Collector(samples, prog, lock))
     return reg
 
 
 class _Collector:
-    def __init__(self, samples, lock=None):
-        self.samples, self.lock = samples, lock
+    def __init__(self, samples, prog, lock=None):
+        self.samples, self.prog, self.lock = samples, prog, lock
 
     def collect(self):
         if self.lock is None:
-            return families(self.samples)
+            return families(self.samples, self.prog)
         with self.lock:
-            return families(self.samples)
+            return families(self.samples, self.prog)
 
 
-def families(samples):
+def families(samples, prog):
     """The metric families of `samples` (and medic_build_info), in METRICS order."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -483,7 +483,7 @@ def families(samples):
         rows.setdefault(name, []).append((labels, v))
     for (name, labels), h in samples.hists.items():
         rows.setdefault(name, []).append((labels, h))
-    rows["medic_build_info"] = [((("version", runtime.version()),), 1.0)]
+    rows["medic_build_info"] = [((("executable", prog), ("version", runtime.version())), 1.0)]
     out = []
     for name, (kind, text, _) in METRICS.items():
         if name not in rows:
@@ -515,7 +515,7 @@ class Served(_Sink):
 
     def start(self, host, port):
         from prometheus_client import start_http_server
-        res = start_http_server(port, addr=host, registry=registry(self.samples, self._lock))
+        res = start_http_server(port, addr=host, registry=registry(self.samples, self.prog, self._lock))
         self.server = res[0] if isinstance(res, tuple) else None
         return self
 
