@@ -148,7 +148,7 @@ def _wait_for(run, dec):
 
 def _round(run, sp, consul):
     """Pause, history, observe, decide, act -> Round."""
-    from . import decide, history, observe, pause
+    from . import decide, history, metrics, observe, pause
 
     now = run.clock()
     p = pause.read(consul.client, run.env, sp.service, now)
@@ -163,7 +163,7 @@ def _round(run, sp, consul):
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
     now = run.clock()
     dec = decide.decide(sp, obs, hist, now)
-    facts = _facts(sp, hist, dec, now)
+    facts = metrics.heal_facts(sp, hist, dec, now)
     sc = run.scaler(sp, consul.client) if dec.kind == "heal" else None
     argv = sc.argv(dec.target) if sc is not None else None
     if run.dry_run:
@@ -184,17 +184,6 @@ def _round(run, sp, consul):
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
     return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error, facts)
-
-
-def _facts(sp, hist, dec, now):
-    """What the record adds for the metrics (docs/metrics.md): the circuit's state after this
-    decision, how long the policy allows a shortfall, and the time to heal when one was restored."""
-    h = sp.heal
-    facts = {"circuit_open": dec.circuit == "open" or (hist.circuit is not None and dec.circuit != "close"),
-             "heal_allowed": h.cooldown + h.grace + h.backoff_max}
-    if dec.settle == "restored" and hist.actions:
-        facts["heal_seconds"] = round(max(0.0, now - hist.actions[-1].time), 3)
-    return facts
 
 
 def _drained(run, sp, consul):

@@ -63,7 +63,7 @@ def build():
         if not watch:
             return renderer.once()
         if metrics_addr:
-            from . import metrics
+            from . import metrics_export as metrics
             metrics.serve(metrics_addr, "medic-lb")
             renderer.beat = metrics.beat
         return lb_core.watch_until_signal(renderer, wait_min, wait_max)

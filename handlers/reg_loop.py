@@ -1,5 +1,5 @@
 """The daemon loop of medic-register: engine events, periodic resyncs, retries with backoff."""
-from . import metrics
+from . import metrics_export as metrics
 from .errors import ConsulError, EngineError
 
 

@@ -101,8 +101,8 @@ def build():
                 "resync: %d registered, %d deregistered, %d unchanged, %d containers (registrar %s)"
                 % (regs, len(d.ops) - regs, d.unchanged, len(reg.containers), opts.registrar_id))))
         if metrics_addr:
-            from . import metrics
-            metrics.serve(metrics_addr, "medic-register")
+            from . import metrics_export
+            metrics_export.serve(metrics_addr, "medic-register")
         return _daemon(reg, s, env_name, resync, filters, docker_timeout, log)
 
     return cmd

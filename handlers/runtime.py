@@ -173,9 +173,9 @@ def _metrics(prog):
     metrics.py is imported only then."""
     if not os.environ.get("MEDIC_METRICS_TEXTFILE_DIR") or prog in PLUGIN_PROGS:
         return None
-    from . import metrics
+    from . import metrics_export
     try:
-        return metrics.start_textfile(prog)
+        return metrics_export.start_textfile(prog)
     except Exception as e:
         sys.stderr.write("%s: metrics off: %s\n" % (prog, e))
         return None
@@ -212,8 +212,8 @@ def run(command=None, fast=None, argv=None, prog=None, deadline=30.0, quick_exit
             if seconds and hasattr(signal, "SIGALRM"):
                 signal.setitimer(signal.ITIMER_REAL, 0)
     if sink is not None:
-        from . import metrics
-        metrics.finish(sink, Status(outcome.status).name.lower())
+        from . import metrics_export
+        metrics_export.finish(sink, Status(outcome.status).name.lower())
     try:
         if outcome.text:
             sys.stdout.write(outcome.text if outcome.text.endswith("\n") else outcome.text + "\n")

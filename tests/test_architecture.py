@@ -22,13 +22,15 @@ MAX_LINES = 300
 # 4 executables (setup.cfg console_scripts; asserted below): options -> build the parts -> one call
 LAYERS = {
     0: ["handlers", "handlers.errors", "handlers.status", "handlers.keys", "handlers.durations",
+        "handlers.metrics",
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.consul_light", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
         "handlers.runtime", "handlers.pause", "handlers.recheck",
         "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",
         "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
-        "handlers.drain_state"],  # rollout helper
+        "handlers.drain_state",  # rollout helper
+        "handlers.metrics_export"],
     2: ["handlers.spec", "handlers.spec_schema", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
