@@ -211,6 +211,12 @@ class Served(_Sink):
         self.server = res[0] if isinstance(res, tuple) else None
         return self
 
+    def stop(self):
+        if getattr(self, "server", None) is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.uninstall()
+
 
 def parse_addr(text):
     """'127.0.0.1:9464', '[::1]:9464' or ':9464' -> (host, port); ValueError on anything else."""
