@@ -209,6 +209,9 @@ def _heal(s, rec, now):
                 s.keep("medic_service_shortfall_since_timestamp_seconds", now, **svc)
             else:
                 s.set("medic_service_shortfall_since_timestamp_seconds", 0, **svc)
+    if rec.get("triage") and d == "noop":  # settled by triage: count met, nothing pending (triage.py)
+        s.set("medic_service_shortfall_since_timestamp_seconds", 0, **svc)
+        s.set("medic_service_pending", 0, **svc)
     if rec.get("circuit_open") is not None:
         s.set("medic_service_circuit_open", 1 if rec["circuit_open"] else 0, **svc)
     if rec.get("heal_allowed") is not None:
@@ -244,7 +247,8 @@ def _lb(s, rec, now):
 def _failover(s, rec, now):
     svc = {"env": rec.get("env") or "default", "service": rec.get("service") or ""}
     action = _word(rec.get("action"))
-    result = _word(rec.get("result") or ("hold" if action == "hold" else "none"))
+    # a hold: no healthy replica (decided on what it saw) or waiting (lock held, paused)
+    result = ("no-replica" if "seen" in rec else "waiting") if action == "hold" else _word(rec.get("result"))
     s.inc("medic_failover_decisions_total", **dict(svc, action=action, result=result))
     if action == "hold":
         s.inc("medic_failover_holds_total", **svc)

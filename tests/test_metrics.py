@@ -57,9 +57,14 @@ def test_a_heal_and_its_restore_are_counted_with_counts_gauges_and_time_to_heal(
     assert val(s, "medic_service_last_action_timestamp_seconds", **SVC) == 100.0
     assert val(s, "medic_service_last_decision_timestamp_seconds", decision="noop", **SVC) == 110.0
     assert val(s, "medic_service_heal_allowed_seconds", **SVC) == 45.0
+    metrics.observe(s, {"service": "www", "decision": "heal", "argv": ["x"], "result": "failed",
+                        "observed": {"declared": 3, "passing": 1}}, "medic-heal", now=120.0)
+    assert val(s, "medic_service_shortfall_since_timestamp_seconds", **SVC) == 120.0
+    metrics.observe(s, {"service": "www", "decision": "noop", "triage": True}, "medic-heal", now=130.0)
+    assert val(s, "medic_service_shortfall_since_timestamp_seconds", **SVC) == 0  # settled by triage
     h = val(s, "medic_heal_time_to_heal_seconds", **SVC)
     assert (h["count"], h["sum"]) == (1, 7.5) and h["buckets"][:4] == [0, 0, 0, 1]  # le 1, 2, 5, 10
-    assert val(s, "medic_audit_records_total", executable="medic-heal", kind="heal") == 3
+    assert val(s, "medic_audit_records_total", executable="medic-heal", kind="heal") == 5
 
 
 def test_circuit_pause_and_dry_runs():
@@ -102,11 +107,15 @@ def test_lb_failover_register_rollout_and_drain_records():
 
     for action, result in (("failover", "done"), ("split_brain", "done"), ("hold", None), ("failover", "failed")):
         metrics.observe(s, {"kind": "failover", "service": "redis", "env": "default", "action": action,
-                            "result": result}, "medic-failover")
+                            "result": result, "seen": []}, "medic-failover")
+    metrics.observe(s, {"kind": "failover", "service": "redis", "env": "default", "action": "hold",
+                        "reason": "lock held by heal"}, "medic-failover")
     r = {"env": "default", "service": "redis"}
     assert val(s, "medic_failover_failovers_total", **r) == 1
     assert val(s, "medic_failover_split_brains_total", **r) == 1
-    assert val(s, "medic_failover_holds_total", **r) == 1
+    assert val(s, "medic_failover_holds_total", **r) == 2
+    assert val(s, "medic_failover_decisions_total", action="hold", result="no-replica", **r) == 1
+    assert val(s, "medic_failover_decisions_total", action="hold", result="waiting", **r) == 1
     assert val(s, "medic_failover_decisions_total", action="failover", result="failed", **r) == 1
 
     for rec in ({"action": "register"}, {"action": "register"}, {"action": "deregister"}, {"action": "refuse"},
