@@ -38,7 +38,7 @@ def build():
     @click.option("--reload-cmd", "reload_cmd", metavar="ARGV", help="Run after --out changed; {} is --out.")
     @click.option("--state", "state", metavar="FILE", help="Last good servers [default: <out>.medic-lb.json].")
     @click.option("--metrics-addr", "metrics_addr", metavar="HOST:PORT",
-                  help="With --watch: serve Prometheus /metrics here (docs/metrics.md), e.g. 127.0.0.1:9465.")
+                  help="With --watch: serve Prometheus /metrics here, e.g. 127.0.0.1:9465.")
     @options.audit_log
     @options.common
     def cmd(template, out, once, watch, wait, service, prefix, tag, from_specs, var, check_cmd, reload_cmd,

@@ -56,7 +56,7 @@ def build():
                   help="With --heal-fallback: medic-heal's audit log [default: its own].")
     @options.audit_log
     @click.option("--metrics-addr", "metrics_addr", metavar="HOST:PORT",
-                  help="Serve Prometheus /metrics here while running (docs/metrics.md), e.g. 127.0.0.1:9464.")
+                  help="Serve Prometheus /metrics here while running, e.g. 127.0.0.1:9464.")
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
