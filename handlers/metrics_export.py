@@ -123,18 +123,27 @@ def _load(path):
 
 
 def _write_atomic(path, data):
+    """A temporary file beside `path` (not *.prom: node_exporter skips it), 0644 whatever the umask
+    (node_exporter runs as another user), renamed over `path`."""
     d = os.path.dirname(path)
     tmp = os.path.join(d, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_textfile(path, samples, prog):
-    from prometheus_client import write_to_textfile
+    from prometheus_client import generate_latest
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_to_textfile(path, registry(samples, prog))
+    _write_atomic(path, generate_latest(registry(samples, prog)))
 
 
 def registry(samples, prog, lock=None):

@@ -171,7 +171,8 @@ def test_concurrent_handler_runs_lose_no_count_and_write_one_whole_file(tmp_path
                             MEDIC_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
     argv = [os.path.join(support.BIN, "medic-heal"), "--specs", str(tmp_path / "none"), "--all"]
     n = 8
-    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              preexec_fn=lambda: os.umask(0o077)) for _ in range(n)]
     for p in procs:
         assert p.wait(60) == 3 and not p.stderr.read()
     with open(textfile / "medic_heal.prom", encoding="utf-8") as f:
@@ -181,6 +182,7 @@ def test_concurrent_handler_runs_lose_no_count_and_write_one_whole_file(tmp_path
     last = got[("medic_last_run_timestamp_seconds", frozenset({("executable", "medic-heal")}))]
     assert time.time() - 60 < last <= time.time()
     assert sorted(os.listdir(textfile)) == ["medic_heal.prom"]  # no temporary file left beside it
+    assert os.stat(textfile / "medic_heal.prom").st_mode & 0o777 == 0o644  # node_exporter is another user
     assert sorted(os.listdir(state)) == ["medic-heal.json", "medic-heal.lock"]
 
 
