@@ -4,13 +4,14 @@
 #   make bench   the speed figures (a table, and bench-results.json)
 #   make install PREFIX=/opt/consul-medic   a production install in its own virtualenv
 #   make chaos   a seeded random fault schedule on 3 Docker hosts (DURATION=10m SEED=1; chaos-results.json)
+#   make prometheus   after make demo: Prometheus on 127.0.0.1:9090 with medic's rules; a kill it sees healed
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 PREFIX ?= /opt/consul-medic
 
-.PHONY: dev-links lint help venv testbed test unit demo demo-down demo-failover bench chaos hosts-up hosts-down clean consul-up consul-down config install
+.PHONY: dev-links lint help venv testbed test unit demo demo-down demo-failover prometheus prometheus-down bench chaos hosts-up hosts-down clean consul-up consul-down config install
 
 help:
 	@sed -n '1,7p' Makefile
@@ -51,6 +52,13 @@ demo: testbed venv
 
 demo-down:
 	bash testbed/demo.sh down
+
+# docs/metrics.md: Prometheus + node_exporter on the running demo (loopback; .testbed/prometheus/)
+prometheus: venv
+	$(BIN)/python testbed/prometheus_demo.py up
+
+prometheus-down:
+	$(PYTHON) testbed/prometheus_demo.py down
 
 # one Redis failover with its timeline (own throwaway agent on free ports; cleans up after itself)
 demo-failover: testbed venv

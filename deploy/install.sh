@@ -6,6 +6,7 @@
 #   PREFIX/share/doc/consul-medic/          README, docs/*.md, specs/README.md, LICENSE
 #   PREFIX/share/consul-medic/examples/     an example spec and compose file (*.example: never loaded)
 #   PREFIX/share/consul-medic/systemd/      the units of deploy/systemd (copy them, see docs/production.md)
+#   PREFIX/share/consul-medic/prometheus/   alert rules, their tests and an example scrape config (docs/metrics.md)
 #
 # Why a venv: the package's top-level names `handlers`, `watches` and `specs` are generic.
 # In a shared site-packages any other distribution with a `handlers/` package overwrites or
@@ -48,11 +49,12 @@ for exe in "$prefix"/bin/medic-*; do
 done
 
 install -d "$prefix/share/doc/consul-medic" "$prefix/share/consul-medic/examples" \
-           "$prefix/share/consul-medic/systemd"
+           "$prefix/share/consul-medic/systemd" "$prefix/share/consul-medic/prometheus"
 install -m 0644 README.md LICENSE "$prefix/share/doc/consul-medic/"
 install -m 0644 docs/*.md "$prefix/share/doc/consul-medic/"
 install -m 0644 specs/README.md "$prefix/share/doc/consul-medic/specs-README.md"
 install -m 0644 deploy/examples/*.example "$prefix/share/consul-medic/examples/"
+install -m 0644 deploy/prometheus/*.yml "$prefix/share/consul-medic/prometheus/"
 for unit in deploy/systemd/*; do  # the units name this PREFIX
   sed "s|/opt/consul-medic/|$prefix/|g" "$unit" > "$prefix/share/consul-medic/systemd/$(basename "$unit")"
   chmod 0644 "$prefix/share/consul-medic/systemd/$(basename "$unit")"

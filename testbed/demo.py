@@ -14,6 +14,7 @@
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +31,9 @@ SERVICE = "www.example.com"
 PROJECT, COMPOSE_FILE = "medicdemo", os.path.join(ROOT, "testbed", "demo", "compose.yml")
 COMPOSE = ["docker", "compose", "-p", PROJECT, "-f", COMPOSE_FILE]
 CONSUL = "http://127.0.0.1:8500"
+METRICS = os.path.join(STATE, "metrics")  # docs/metrics.md: the handlers' textfiles (make prometheus reads them)
 ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), MEDIC_AUDIT_LOG=AUDIT,
-           MEDIC_CONSUL_D=CONSUL_D, CONSUL_HTTP_ADDR=CONSUL)
+           MEDIC_CONSUL_D=CONSUL_D, CONSUL_HTTP_ADDR=CONSUL, MEDIC_METRICS_TEXTFILE_DIR=os.path.join(METRICS, "textfile"))
 
 
 def say(text):
@@ -139,6 +141,7 @@ def down():
     paused = hands_off()
     sh(COMPOSE + ["down", "--remove-orphans", "-t", "1"], check=False, quiet=True)
     stop_registrar()
+    sh([sys.executable, os.path.join(ROOT, "testbed", "prometheus_demo.py"), "down"], check=False, quiet=True)
     sh(["bash", os.path.join(ROOT, "testbed", "consul.sh"), "down"], check=False, quiet=True)
     left = sh(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=" + PROJECT], check=False,
               quiet=True).stdout.split()
@@ -155,6 +158,7 @@ def up():
     for p in (AUDIT,):
         if os.path.exists(p):
             os.unlink(p)
+    shutil.rmtree(METRICS, ignore_errors=True)  # counting starts with this demo
 
     say("1. consul.d rendered from specs/ by medic-config")
     sh([os.path.join(BIN, "medic-config"), "--specs", os.path.join(ROOT, "specs"), "--out", CONSUL_D,
@@ -173,7 +177,7 @@ def up():
     say("3. medic-register follows the Docker engine; the demo service at 3 replicas")
     log = open(os.path.join(STATE, "register.log"), "ab")
     p = subprocess.Popen([os.path.join(BIN, "medic-register"), "--filter", "com.docker.compose.project=" + PROJECT,
-                          "--resync", "30", "--audit-log", AUDIT,
+                          "--resync", "30", "--audit-log", AUDIT, "--metrics-addr", "127.0.0.1:9464",
                           "--allow-loopback-ip"], env=ENV, stdout=log, stderr=log,
                          start_new_session=True)
     with open(REGISTER_PID, "w") as f:
@@ -239,7 +243,8 @@ def up():
     say("6. medic-status")
     sh([os.path.join(BIN, "medic-status"), "--specs", os.path.join(ROOT, "specs"), "--audit-log", AUDIT],
        check=False)
-    print("\nLeft running: Consul (127.0.0.1:8500), medic-register, 3 demo containers. Stop with: make demo-down")
+    print("\nLeft running: Consul (127.0.0.1:8500), medic-register (/metrics on 127.0.0.1:9464), 3 demo containers. "
+          "Stop with: make demo-down. A Prometheus on it that sees a kill healed: make prometheus")
 
 
 if __name__ == "__main__":

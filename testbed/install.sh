@@ -8,6 +8,8 @@
 #   nginx (+ stream module), haproxy, redis-server, redis-tools: medic-lb / medic-failover tests;
 #                      installed with their services NOT started (tests run their own processes)
 #   systemd, python3-venv  `systemd-analyze verify` of deploy/systemd; `make install` (tests/system/test_install.py)
+#   prometheus 2.42, prometheus-node-exporter  docs/metrics.md: promtool checks the shipped rules, the
+#                      metrics tests scrape medic; installed with their services NOT started
 set -euo pipefail
 log() { printf 'testbed: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -95,6 +97,22 @@ install_lb_parts() {  # medic-lb and medic-failover: real nginx 1.22, HAProxy 2.
   return 0
 }
 
+install_prometheus() {  # docs/metrics.md: promtool, a real Prometheus and node_exporter in the tests
+  local pkgs=(prometheus prometheus-node-exporter) missing=() p
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} = 0 ]; then log "prometheus, node_exporter present"; return; fi
+  apt_update_once
+  log "installing ${missing[*]} (their system services are not started)"
+  local own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
+  [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
 install_site_tools() {  # site: the unit and install tests (tests/system/test_install.py)
   local missing=()
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
@@ -153,6 +171,7 @@ install_site_tools
 start_dockerd
 install_compose
 install_lb_parts
+install_prometheus
 "$(dirname "$0")/build-image.sh"
 "$(dirname "$0")/build-redis-image.sh"
 log "ready"

@@ -41,7 +41,7 @@ def write_compose(path, service, token, image=support.DEMO_IMAGE, check_interval
 
 class Stack:
     def __init__(self, workdir, unique, instances=3, heal=None, reconcile="30s", agent=None, consul_factory=None,
-                 agent_kw=None, check_interval="1s", name="s"):
+                 agent_kw=None, check_interval="1s", name="s", registrar_extra=()):
         self.dir = os.path.join(str(workdir), name)
         os.makedirs(self.dir, exist_ok=True)
         self.token = "%s%s" % (name, unique)
@@ -61,6 +61,7 @@ class Stack:
         self.agent = agent or consul_factory(start=False, config_dirs=[self.consul_d], **kw)
         self.reconcile = reconcile
         self.registrar = None
+        self.registrar_extra = tuple(registrar_extra)
 
     # -- bring up ----------------------------------------------------------------
     def write_spec(self, **heal):
@@ -85,7 +86,8 @@ class Stack:
         if self.agent.proc is None:
             self.agent.start()
         self.registrar = support_register.Daemon(self.agent.addr, self.token, registrar_id="reg-" + self.token,
-                                                 resync=5, audit_log=os.path.join(self.dir, "register.jsonl"))
+                                                 resync=5, audit_log=os.path.join(self.dir, "register.jsonl"),
+                                                 extra=self.registrar_extra)
         self.registrar.start()
         if replicas:
             self.compose("up", "-d", "--scale", "web=%d" % replicas, "web")

@@ -168,6 +168,22 @@ def _trace(verbose):
         traceback.print_exc(file=sys.stderr)
 
 
+def _metrics(prog):
+    """The textfile exporter of this run when MEDIC_METRICS_TEXTFILE_DIR asks for one (docs/metrics.md);
+    metrics.py is imported only then."""
+    if not os.environ.get("MEDIC_METRICS_TEXTFILE_DIR") or prog in PLUGIN_PROGS:
+        return None
+    from . import metrics_export
+    try:
+        return metrics_export.start_textfile(prog)
+    except Exception as e:
+        sys.stderr.write("%s: metrics off: %s\n" % (prog, e))
+        return None
+
+
+PLUGIN_PROGS = {"medic-check"}  # not exported: its result is the Consul check's state
+
+
 def run(command=None, fast=None, argv=None, prog=None, deadline=30.0, quick_exit=False):
     """Entry point wrapper: execute under a deadline, print, exit. The only sys.exit.
 
@@ -183,6 +199,7 @@ def run(command=None, fast=None, argv=None, prog=None, deadline=30.0, quick_exit
         seconds, outcome = None, Outcome(Status.UNKNOWN, status_line(Status.UNKNOWN, str(e)))
     else:
         outcome = None
+    sink = _metrics(prog)
     if outcome is None:
         if seconds and seconds > 0 and hasattr(signal, "SIGALRM"):
             signal.signal(signal.SIGALRM, _on_alarm)
@@ -194,6 +211,9 @@ def run(command=None, fast=None, argv=None, prog=None, deadline=30.0, quick_exit
         finally:
             if seconds and hasattr(signal, "SIGALRM"):
                 signal.setitimer(signal.ITIMER_REAL, 0)
+    if sink is not None:
+        from . import metrics_export
+        metrics_export.finish(sink, Status(outcome.status).name.lower())
     try:
         if outcome.text:
             sys.stdout.write(outcome.text if outcome.text.endswith("\n") else outcome.text + "\n")

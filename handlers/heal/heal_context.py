@@ -132,6 +132,8 @@ class Run:
         if t0 is not None and "duration" not in rec:
             rec["duration"] = round(self.monotonic() - t0, 3)
         if self.quiet_noops and rec.get("decision") == "noop" and self.unchanged(rec):
+            from ..core import audit
+            audit.observe(dict({"kind": "heal"}, **rec))  # not written, still counted (docs/metrics.md)
             return
         write_audit(self.log, rec)
 

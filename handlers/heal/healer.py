@@ -152,6 +152,7 @@ def _round(run, sp, consul):
     """Pause, history, observe, decide, act -> Round."""
     from . import decide
     from ..service import history, observe, pause
+    from ..core import metrics
 
     now = run.clock()
     p = pause.read(consul.client, run.env, sp.service, now)
@@ -166,13 +167,14 @@ def _round(run, sp, consul):
     consul_index, obs = observe.observe_with(sp, consul.instances, run.engine.get())
     now = run.clock()
     dec = decide.decide(sp, obs, hist, now)
+    facts = metrics.heal_facts(sp, hist, dec, now)
     sc = run.scaler(sp, consul.client) if dec.kind == "heal" else None
     argv = sc.argv(dec.target) if sc is not None else None
     if run.dry_run:
         return Round(dec, Status.OK, obs, consul_index, argv)
     _bookkeeping(run, sp, store, hist, dec, now)
     if dec.kind != "heal":
-        return Round(dec, Status.WARNING if dec.suspended else Status.OK, obs, consul_index)
+        return Round(dec, Status.WARNING if dec.suspended else Status.OK, obs, consul_index, extra=facts)
     res = sc.scale(dec.target, remove=dec.remove, replace=dec.replace)
     history_error = None
     try:
@@ -185,7 +187,7 @@ def _round(run, sp, consul):
     if not res.ok:
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
-    return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error)
+    return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error, facts)
 
 
 def _drained(run, sp, consul):

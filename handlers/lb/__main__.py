@@ -37,15 +37,19 @@ def build():
                   help="Validate the candidate before it replaces --out; {} is the candidate's path.")
     @click.option("--reload-cmd", "reload_cmd", metavar="ARGV", help="Run after --out changed; {} is --out.")
     @click.option("--state", "state", metavar="FILE", help="Last good servers [default: <out>.medic-lb.json].")
+    @click.option("--metrics-addr", "metrics_addr", metavar="HOST:PORT",
+                  help="With --watch: serve Prometheus /metrics here, e.g. 127.0.0.1:9465.")
     @options.audit_log
     @options.common
     def cmd(template, out, once, watch, wait, service, prefix, tag, from_specs, var, check_cmd, reload_cmd,
-            state, audit_log, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+            state, metrics_addr, audit_log, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
         from ..core import alerts, audit
         from . import lb_apply, lb_core, lb_options, lb_render
         from ..consul import settings
         if once and watch:
             raise lb_options.usage("--once and --watch exclude each other")
+        if metrics_addr and not watch:
+            raise lb_options.usage("--metrics-addr goes with --watch (one-shot runs: MEDIC_METRICS_TEXTFILE_DIR)")
         env_name = settings.environment(env)
         selection = lb_options.selection(service, prefix, tag, from_specs, specs, env_name)
         wait_min, wait_max = lb_options.wait(wait)
@@ -60,6 +64,10 @@ def build():
             variables, log, lambda event: alerts.emit(event, log, specs, env_name, s))
         if not watch:
             return renderer.once()
+        if metrics_addr:
+            from ..core import metrics_export as metrics
+            metrics.serve(metrics_addr, "medic-lb")
+            renderer.beat = metrics.beat
         return lb_core.watch_until_signal(renderer, wait_min, wait_max)
 
     return cmd

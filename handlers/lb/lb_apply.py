@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections import namedtuple
 
 from ..core.errors import MedicError, UsageError
@@ -80,11 +81,13 @@ class Applier:
     def __init__(self, out, check_cmd=None, reload_cmd=None):
         self.out = os.path.abspath(out)
         self.check_cmd, self.reload_cmd = check_cmd, reload_cmd
+        self.reload_seconds = None  # how long the last apply's reload took (None: no reload)
 
     def apply(self, text, reload_pending=False):
         """Returns Result; raises ApplyError (check or reload failed) or OSError (cannot write).
 
         `reload_pending`: the last reload failed, so an unchanged output is reloaded again."""
+        self.reload_seconds = None
         if read_text(self.out) == text:
             if reload_pending and self.reload_cmd:
                 self._reload()
@@ -120,11 +123,14 @@ class Applier:
 
 
     def _reload(self):
+        t0 = time.monotonic()
         try:
             _run(substitute(self.reload_cmd, self.out), "reload (output written)")
         except ApplyError as e:
             e.written = True
             raise
+        finally:
+            self.reload_seconds = time.monotonic() - t0
 
 
 def _fsync_dir(d):

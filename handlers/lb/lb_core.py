@@ -28,6 +28,7 @@ class Renderer:
         self.applier, self.state, self.selection = applier, state, selection
         self.variables = dict(variables or {})
         self.audit, self.alert, self.clock = audit, alert, clock
+        self.beat = None  # called at every turn of the watch loop (metrics.beat while exporting)
 
     def read(self):
         from ..consul.lighthttp import Connection
@@ -59,6 +60,9 @@ class Renderer:
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, why))
         self.state.save(servers, degraded)
         self._alert_new(degraded, set(saved["degraded"]), p)
+        rec["recovered"] = sorted(set(saved["degraded"]) - set(degraded))
+        if getattr(self.applier, "reload_seconds", None) is not None:
+            rec["reload_seconds"] = round(self.applier.reload_seconds, 4)
         took = self.clock() - t0
         reasons = [r for _, r in p.kept + p.omitted]
         action = "write" if result.written else "unchanged"
@@ -96,6 +100,8 @@ class Renderer:
         instances.Changes(self.settings, q, stop, wait=query_wait).start()
         last = self._pass(out)
         while not stop.is_set():
+            if self.beat is not None:
+                self.beat()
             try:
                 item = q.get(timeout=0.5)
             except queue_mod.Empty:

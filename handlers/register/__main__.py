@@ -55,11 +55,13 @@ def build():
     @click.option("--heal-audit-log", "heal_audit_log", metavar="FILE",
                   help="With --heal-fallback: medic-heal's audit log [default: its own].")
     @options.audit_log
+    @click.option("--metrics-addr", "metrics_addr", metavar="HOST:PORT",
+                  help="Serve Prometheus /metrics here while running, e.g. 127.0.0.1:9464.")
     @click.option("--docker-timeout", "docker_timeout", type=float, default=10.0, show_default=True,
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
     def cmd(once, resync, ip, allow_loopback, internal, explicit, deregister, hostname, registrar_id, force_tags,
-            filters, probe, heal_fallback, heal_token_file, heal_audit_log, audit_log, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+            filters, probe, heal_fallback, heal_token_file, heal_audit_log, audit_log, metrics_addr, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
         from ..core import audit
         from . import reg_agent, reg_loop, reg_probe, reg_registrar, reg_wake
         from ..catalog import reg_model
@@ -101,6 +103,9 @@ def build():
             return Outcome(Status.OK, runtime.status_line(Status.OK, (
                 "resync: %d registered, %d deregistered, %d unchanged, %d containers (registrar %s)"
                 % (regs, len(d.ops) - regs, d.unchanged, len(reg.containers), opts.registrar_id))))
+        if metrics_addr:
+            from ..core import metrics_export
+            metrics_export.serve(metrics_addr, "medic-register")
         return _daemon(reg, s, env_name, resync, filters, docker_timeout, log)
 
     return cmd

@@ -1,4 +1,5 @@
 """The daemon loop of medic-register: engine events, periodic resyncs, retries with backoff."""
+from ..core import metrics_export as metrics
 from ..core.errors import ConsulError, EngineError
 
 
@@ -97,6 +98,7 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                 deadlines.append(consul_at)
             if registrar.next_retry(after=now) is not None:  # a refused request's own retry time
                 deadlines.append(registrar.next_retry(after=now))
+            metrics.beat()
             items = []
             try:
                 items.append(queue.get(timeout=min(max(0.0, min(deadlines) - now), 3600.0)))
@@ -119,6 +121,7 @@ def serve(registrar, make_client, stop, queue, resync_every=30.0, role_watch=Non
                         registrar.record({"action": "engine", "reason": "event stream lost: %s" % item[1]})
                     engine_down = True
                 elif kind == "event":
+                    metrics.inc("medic_register_events_total")
                     consul_at = min(consul_at, clock())  # news from the engine: try Consul now, not after the backoff
                     try:
                         registrar.on_event(item[1])
