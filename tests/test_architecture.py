@@ -41,7 +41,8 @@ LAYERS = {
         # counting passing instances against a spec (check, batch, status), the node dump of a batch pass
         "handlers.count", "handlers.nodedump",
         # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
-        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
+        "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.rollout_monitor",
+        "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
         "handlers.heal_context",
         "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",

@@ -1,0 +1,100 @@
+"""Swarm's and Nomad's rollout pains replayed against medic-rollout (docs/peers.md): an image
+whose instances pass and then die (moby#37972: Swarm rolled on when the failure came after its
+monitor period; nomad#12940: a failed deployment left the job dead). The executor with the
+simulated engine of test_rollout_exec, then the real engine, compose v2, Consul and medic-register."""
+import pytest
+
+import support
+import support_rollout as srl
+from handlers.status import Status
+from test_rollout_exec import NEW, OLD, FakeDriver, MemStore, executor
+
+
+class DiesAfterPassing(FakeDriver):
+    """Instances of the new image pass at once, and die when `die_at(log)` says so."""
+
+    def __init__(self, die_at, **kw):
+        super().__init__(**kw)
+        self.die_at = die_at
+
+    def view(self, retiring=()):
+        if self.die_at(self.log):
+            for cid, b in list(self.boxes.items()):
+                if b.image == NEW and b.state == "running":
+                    self.boxes[cid] = b._replace(state="exited", passing=False)
+            self._track()
+        return super().view(retiring)
+
+
+def test_a_new_instance_that_passed_then_died_mid_rollout_rolls_back():
+    d, st = DiesAfterPassing(lambda log: ("maint", "c1") in log), MemStore()   # dies once web-1 is retired
+    ex, out, alerts, records = executor(d, st)
+    o = ex.run("new:1")
+    assert o.status == Status.CRITICAL and "rolled back to old:1" in o.text, o.text
+    assert "after it had passed" in o.text
+    assert sorted(b.image for b in d.boxes.values()) == [OLD] * 3
+    assert sum(1 for k, _ in d.log if k == "maint") == 1          # no second old instance retired
+    assert any(r.get("step") == "monitor" and r["result"] == "failed" for r in records)
+    assert len(alerts) == 2 and st.doc is None
+
+
+def test_monitor_after_the_last_step_catches_a_late_death_and_zero_keeps_swarms_default():
+    def dies_late():
+        views = []
+
+        def late(log):                            # at the third look after the last old one is retired
+            if sum(1 for k, _ in log if k == "maint") == 3:
+                views.append(1)
+            return len(views) >= 3
+        return late
+    d, st = DiesAfterPassing(dies_late()), MemStore()
+    clock = iter(x / 10.0 for x in range(0, 100000))
+    ex, out, _, _ = executor(d, st, monitor=5, clock=lambda: next(clock))
+    o = ex.run("new:1")
+    assert o.status == Status.CRITICAL and "after it had passed" in o.text, o.text
+    assert "monitoring the new instances for 5 s" in out.stream.getvalue()
+    assert sorted(b.image for b in d.boxes.values()) == [OLD] * 3
+    d, st = DiesAfterPassing(dies_late()), MemStore()              # --monitor 0: judged when each one passes
+    ex, _, _, _ = executor(d, st)
+    assert ex.run("new:1").status == Status.OK
+
+
+@pytest.fixture
+def roll_world(consul_factory, docker_client, compose, demo_image, tmp_path, unique):
+    worlds = []
+
+    def make(**kw):
+        w = srl.RollWorld(consul_factory(), docker_client, tmp_path, unique, **kw)
+        worlds.append(w)
+        return w
+    yield make
+    for w in worlds:
+        w.down()
+
+
+def dies_after(w, seconds):
+    """A variant of the demo image that serves (its check passes) and exits after `seconds`."""
+    tag = "medic-demo:%s-dies" % w.token
+    c = w.docker.containers.create(support.DEMO_IMAGE)
+    try:
+        c.commit(repository=tag.rpartition(":")[0], tag=tag.rpartition(":")[2],
+                 changes=['CMD ["sh", "-c", "httpd -p 80 -h /www && sleep %d"]' % seconds])
+    finally:
+        c.remove(force=True)
+    w.images.append(tag)
+    return tag
+
+
+@pytest.mark.consul
+@pytest.mark.docker
+@pytest.mark.slow
+def test_an_image_that_passes_then_dies_is_rolled_back_and_the_service_is_left_serving(roll_world):
+    w = roll_world(instances=2).start(2)
+    bad = dies_after(w, 6)
+    r = w.rollout("--image", bad, "--deadline", "10", "--monitor", "10")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "after it had passed" in r.stdout and "rolled back to %s" % support.DEMO_IMAGE in r.stdout, r.stdout
+    assert w.running_images() == [support.DEMO_IMAGE] * 2
+    w.wait_passing(2)
+    assert w.passing_images() == [support.DEMO_IMAGE] * 2
+    assert w.kv("rollout") is None and w.kv("image") is None
