@@ -312,3 +312,52 @@ def test_two_thousand_services_plan_and_render_in_well_under_a_second():
     took = time.monotonic() - t0
     assert len(upstreams(text)) == 2000
     assert took < 1.0, took
+
+
+@pytest.mark.consul
+@pytest.mark.slow
+def test_an_instance_on_a_node_whose_agent_died_leaves_the_upstream(consul_factory, tmp_path):
+    """traefik #3722: the client agent of a host is killed; its services' own checks stay passing
+    in the catalog, only the node's serfHealth goes critical. medic-lb drops that host's instance."""
+    server = consul_factory()
+    client = consul_factory(dev=False, join=server.serf_addr, node="peers-client-%d" % support.free_port())
+    support.wait_for(lambda: any(m["Name"] == client.node for m in server.api("/v1/agent/members")), 30,
+                     what="the client agent joined")
+    svc = "serf-%d" % support.free_port()
+    client.register_ttl("on-client", svc, port=9701)
+    server.register_ttl("on-server", svc, port=9702)
+    support.wait_for(lambda: len(server.api("/v1/health/service/%s?passing=1" % svc)) == 2, 30, what="both passing")
+    out = tmp_path / "lb.conf"
+    args = ["--once", "--template", "nginx-http", "--out", str(out), "--service", svc]
+    assert medic_lb(server, tmp_path, *args).returncode == 0
+    assert len(upstreams(out.read_text())[lb_render.ident(svc)]) == 2
+    client.kill()
+    support.wait_for(lambda: [c for c in server.api("/v1/health/node/" + client.node)
+                              if c["CheckID"] == "serfHealth" and c["Status"] == "critical"], 60,
+                     what="serfHealth critical for the killed agent's node")
+    service_check = [c for c in server.api("/v1/health/checks/" + svc) if c["ServiceID"] == "on-client"]
+    assert service_check and service_check[0]["Status"] == "passing"     # what traefik looked at
+    r = medic_lb(server, tmp_path, *args)
+    assert r.returncode == 0, r.stdout
+    assert [s.split("#")[1].strip() for s in upstreams(out.read_text())[lb_render.ident(svc)]] == ["on-server"]
+
+
+@pytest.mark.consul
+@pytest.mark.slow
+def test_a_thousand_services_render_from_a_real_agent_in_seconds(consul_factory, tmp_path):
+    """fabio #558: route updates lagging with thousands of services. One render reads the catalog
+    and each selected service on one connection; the figure is printed (-s)."""
+    agent = consul_factory()
+    n = 1000
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: agent.register("k%04d" % i, "many-%04d" % i, port=10000 + i), range(n)))
+    support.wait_for(lambda: len(agent.api("/v1/catalog/services")) > n, 60, what="%d services in the catalog" % n)
+    out = tmp_path / "lb.conf"
+    t0 = time.monotonic()
+    r = medic_lb(agent, tmp_path, "--once", "--template", "nginx-http", "--out", str(out), "--prefix", "many-")
+    took = time.monotonic() - t0
+    print("\nmedic-lb --once over %d services: %.2f s" % (n, took))
+    assert r.returncode == 0, r.stdout
+    assert len(upstreams(out.read_text())) == n
+    assert took < 20, took

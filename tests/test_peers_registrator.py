@@ -117,3 +117,22 @@ def test_a_resync_during_a_graceful_stop_does_not_bring_the_service_back(world, 
     assert len(d.resyncs()) - resyncs_before >= 3, d.resyncs()
     assert seen == []
     assert sid not in sr.services(agent)
+
+
+@pytest.mark.consul
+@pytest.mark.docker
+def test_the_registrar_started_before_its_agent_waits_and_registers(docker_client, demo_image, consul_factory,
+                                                                      unique, tmp_path):
+    """consul-alerts #32 / registrator at boot: Consul not there yet is not a reason to exit."""
+    agent = consul_factory(start=False, node="medic-peers-late-" + unique)
+    d = sr.Daemon(agent.addr, unique, audit_log=str(tmp_path / "audit.jsonl")).start()
+    try:
+        c = sr.run_container(docker_client, unique, "medic-peers-%s-late" % unique, labels={"SERVICE_NAME": "late"})
+        time.sleep(2.0)
+        assert d.alive(), d.stderr()
+        agent.start()
+        support.wait_for(lambda: sr.service_id(c.name) in sr.services(agent), 30, what="registered once Consul is up")
+        assert d.alive()
+    finally:
+        d.stop()
+        sr.remove_containers(docker_client, unique)
