@@ -98,3 +98,57 @@ def test_an_image_that_passes_then_dies_is_rolled_back_and_the_service_is_left_s
     w.wait_passing(2)
     assert w.passing_images() == [support.DEMO_IMAGE] * 2
     assert w.kv("rollout") is None and w.kv("image") is None
+
+
+def test_a_resumed_pause_still_rolls_back_to_the_image_before_the_rollout():
+    """moby#37693: resuming a paused Swarm update overwrote PreviousSpec, so a failure after the
+    resume had nothing to roll back to. Here the old image stays in the rollout's state."""
+    d, st = FakeDriver(), MemStore()
+    calls = []
+    ex, _, _, _ = executor(d, st, paused=lambda: calls.append(1) or ("paused by ops" if len(calls) > 1 else None))
+    assert ex.run("new:1").status == Status.WARNING            # paused after the first start + retire
+    assert st.doc["phase"] == "rolling" and st.doc["from_image"] == "old:1"
+    d.sick.add(NEW)                                             # from now on the new image never passes
+    clock = iter(range(0, 100000, 5))
+    ex2, _, alerts, _ = executor(d, st, deadline=20, clock=lambda: next(clock))
+    o = ex2.run("new:1")                                        # resume
+    assert o.status == Status.CRITICAL and "rolled back to old:1" in o.text, o.text
+    assert sorted(b.image for b in d.boxes.values()) == [OLD] * 3 and st.doc is None and alerts
+
+
+@pytest.fixture
+def redis_world(consul_factory, docker_client, tmp_path, unique):
+    import support_lb
+    import support_redis
+    support.require(support_redis.redis_image_available(docker_client),
+                    "the %s image (run `make testbed`)" % support_redis.REDIS_IMAGE)
+    w = None
+    try:
+        w = support_redis.RedisWorld(docker_client, consul_factory, tmp_path, unique)
+        yield w
+    finally:
+        if w is not None:
+            w.down()
+        else:
+            support_lb.remove_containers(docker_client, unique)
+
+
+@pytest.mark.consul
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_full_restart_of_every_redis_ends_with_exactly_one_master(redis_world):
+    """redis#13658: after every node was stopped and started again, Sentinel and the nodes
+    disagreed on the master (two masters). Here: one master in Consul and in Redis, the others
+    replicas linked to it."""
+    w = redis_world
+    for n in ("a", "b", "c"):
+        w.run_redis(n)
+    w.settled(3)
+    for c in w.containers:
+        c.stop(timeout=2)
+    support.wait_for(lambda: w.instances() == [], 30, what="every instance deregistered")
+    for c in reversed(w.containers):                            # the replicas first, the old master last
+        c.start()
+    m = w.settled(3, timeout=90)
+    masters = [i for i in w.instances() if (w.role(i[1], i[2]) or {}).get("role") == "master"]
+    assert [i[0] for i in masters] == [m[0]]
