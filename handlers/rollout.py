@@ -33,8 +33,9 @@ def _command():
                   help="How long the LB output may take to drop an old instance.")
     @click.option("--stop-timeout", type=int, metavar="SECONDS",
                   help="docker stop timeout for old instances [default: the container's own, else 10].")
-    @click.option("--monitor", type=float, default=0.0, show_default=True, metavar="SECONDS",
-                  help="After the last step, how long the new instances must keep running (else roll back).")
+    @click.option("--monitor", type=float, default=5.0, show_default=True, metavar="SECONDS",
+                  help="After the last step, how long the new instances must keep running (else roll back; "
+                       "0: judged when each passes).")
     @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
     @options.audit_log
     @options.common

@@ -20,7 +20,7 @@ ENGINE_TIMEOUT = 60.0
 
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
-        engine_factory=None, monitor=0.0):
+        engine_factory=None, monitor=5.0):
     from . import engine as engine_mod
     from . import lighthttp, pause, rollout_exec, rollout_image, rollout_io, rollout_lock, rollout_state
     from . import settings
