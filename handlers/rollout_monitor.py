@@ -14,7 +14,7 @@ def died(view, started):
 
 
 def why(box):
-    return "new instance %s %s after it had passed" % (
+    return "new instance %s %s since this rollout started it" % (
         box.id[:12], "has exited" if box.state == "exited" else "is " + str(box.state))
 
 

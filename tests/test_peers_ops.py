@@ -31,7 +31,7 @@ def test_a_new_instance_that_passed_then_died_mid_rollout_rolls_back():
     ex, out, alerts, records = executor(d, st)
     o = ex.run("new:1")
     assert o.status == Status.CRITICAL and "rolled back to old:1" in o.text, o.text
-    assert "after it had passed" in o.text
+    assert "since this rollout started it" in o.text
     assert sorted(b.image for b in d.boxes.values()) == [OLD] * 3
     assert sum(1 for k, _ in d.log if k == "maint") == 1          # no second old instance retired
     assert any(r.get("step") == "monitor" and r["result"] == "failed" for r in records)
@@ -51,7 +51,7 @@ def test_monitor_after_the_last_step_catches_a_late_death_and_zero_judges_at_pas
     clock = iter(x / 10.0 for x in range(0, 100000))
     ex, out, _, _ = executor(d, st, monitor=5, clock=lambda: next(clock))
     o = ex.run("new:1")
-    assert o.status == Status.CRITICAL and "after it had passed" in o.text, o.text
+    assert o.status == Status.CRITICAL and "since this rollout started it" in o.text, o.text
     assert "monitoring the new instances for 5 s" in out.stream.getvalue()
     assert sorted(b.image for b in d.boxes.values()) == [OLD] * 3
     d, st = DiesAfterPassing(dies_late()), MemStore()              # --monitor 0: judged when each one passes
@@ -95,7 +95,7 @@ def test_an_image_that_passes_then_dies_is_rolled_back_and_the_service_is_left_s
     bad = dies_after(w, 6)
     r = w.rollout("--image", bad, "--deadline", "10")           # the default --monitor (5 s)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "after it had passed" in r.stdout and "rolled back to %s" % support.DEMO_IMAGE in r.stdout, r.stdout
+    assert "since this rollout started it" in r.stdout and "rolled back to %s" % support.DEMO_IMAGE in r.stdout, r.stdout
     assert w.running_images() == [support.DEMO_IMAGE] * 2
     w.wait_passing(2)
     assert w.passing_images() == [support.DEMO_IMAGE] * 2
