@@ -78,10 +78,11 @@ Diff = namedtuple("Diff", "ops unchanged refused", defaults=((),))  # refused: [
 
 
 def split_tags(raw):
-    """'a, b,,a' -> ('a', 'b'): comma-separated, trimmed, empty and repeated ones dropped."""
+    """'a, b,,a' -> ('a', 'b'): comma-separated, trimmed, empty and repeated ones dropped.
+    A backslash-escaped comma stays in its tag, as registrator's: 'a\\,b,c' -> ('a,b', 'c')."""
     out = []
-    for t in str(raw or "").split(","):
-        t = t.strip()
+    for t in re.split(r"(?<!\\),", str(raw or "")):
+        t = t.replace("\\,", ",").strip()
         if t and t not in out:
             out.append(t)
     return tuple(out)

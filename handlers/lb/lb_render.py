@@ -81,10 +81,26 @@ def plan(view, last_good=None, env=None):
     return Plan(services, state, kept, omitted, env)
 
 
+def listen_at(value, offset=0):
+    """A `listen` value plus `offset` on its port: 6379 -> '6380', '127.0.0.1:6379' -> '127.0.0.1:6380',
+    '[::1]:6379' -> '[::1]:6380'. Anything else is a template error (a usage error, nothing written)."""
+    import jinja2
+    text = str(value).strip()
+    host, colon, port = text.rpartition(":")
+    if not port.isdigit() or (colon and (not host or (":" in host and not host.startswith("[")))):
+        raise jinja2.TemplateRuntimeError("listen %r: PORT, IP:PORT or [IPv6]:PORT" % text)
+    n = int(port) + int(offset)
+    if not 0 < n < 65536:
+        raise jinja2.TemplateRuntimeError("listen %r + %d: port out of range" % (text, int(offset)))
+    return "%s%s%d" % (host, colon, n)
+
+
 def _environment(loader):
     import jinja2
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["listen_at"] = listen_at
+    return env
 
 
 def load_template(name_or_path):

@@ -115,6 +115,18 @@ def endpoints(inspect, opts):
     return out
 
 
+_IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+
+
+def image_name(image, labels):
+    """The default service name: the image's base name (`registry/team/redis:7` -> `redis`). A
+    container created from an image ID (`sha256:...`, as early `docker compose` v2 did) has no
+    name in it: its compose service then, else None (registrator registered `sha256`)."""
+    if _IMAGE_ID.match(image):
+        return str((labels or {}).get("com.docker.compose.service") or "") or None
+    return image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+
+
 def registrations(inspect, opts, roles=None, exited=False):
     """One container's inspect data -> ([Registration], [Skip]). Pure.
 
@@ -129,8 +141,7 @@ def registrations(inspect, opts, roles=None, exited=False):
         return [], []
     config = inspect.get("Config") or {}
     env, labels = config.get("Env") or [], config.get("Labels") or {}
-    image = str(config.get("Image") or "")
-    default_name = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+    default_name = image_name(str(config.get("Image") or ""), labels)
     offered = endpoints(inspect, opts)
     if not offered:
         return [], [Skip(who, cid[:12], "no published ports")]
@@ -156,6 +167,10 @@ def registrations(inspect, opts, roles=None, exited=False):
             continue
         if opts.explicit and not attrs.get("name"):
             skips.append(Skip(who, sid_default, "--explicit: no SERVICE_NAME for this port"))
+            continue
+        if not attrs.get("name") and not default_name:
+            skips.append(Skip(who, sid_default, "the container's image is an ID (%s), no name to default to: "
+                              "set SERVICE_NAME" % _printable(config.get("Image"), 24)))
             continue
         name = attrs.get("name") or default_name
         if group and "name" not in from_port:

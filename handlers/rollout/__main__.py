@@ -33,16 +33,19 @@ def _command():
                   help="How long the LB output may take to drop an old instance.")
     @click.option("--stop-timeout", type=int, metavar="SECONDS",
                   help="docker stop timeout for old instances [default: the container's own, else 10].")
+    @click.option("--monitor", type=float, default=5.0, show_default=True, metavar="SECONDS",
+                  help="After the last step, how long the new instances must keep running (else roll back; "
+                       "0: judged when each passes).")
     @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
     @options.audit_log
     @options.common
-    def cmd(service, image, abort, deadline, lb_output, lb_timeout, stop_timeout, dry_run, audit_log, specs, env,
-            consul_addr, token, token_file, consul_timeout, verbose):
+    def cmd(service, image, abort, deadline, lb_output, lb_timeout, stop_timeout, monitor, dry_run, audit_log, specs,
+            env, consul_addr, token, token_file, consul_timeout, verbose):
         """Replace SERVICE's containers with IMAGE one at a time, never fewer passing than declared."""
         from . import rollout_run
         conn = dict(consul_addr=consul_addr, token=token, token_file=token_file, timeout=consul_timeout)
         return rollout_run.run(service, image=image, abort=abort, deadline=deadline, lb_output=lb_output,
-                               lb_timeout=lb_timeout, stop_timeout=stop_timeout, dry_run=dry_run,
+                               lb_timeout=lb_timeout, stop_timeout=stop_timeout, monitor=monitor, dry_run=dry_run,
                                audit_log=audit_log, specs=specs, env=env, conn=conn, environ=os.environ,
                                stream=sys.stdout)
 

@@ -16,7 +16,7 @@ import collections
 import threading
 import time
 
-from . import rollout_ahead, rollout_state
+from . import rollout_ahead, rollout_monitor, rollout_state
 from ..service import rollout_image
 from ..replace import rollout_io, rollout_plan
 from ..core import runtime
@@ -29,7 +29,7 @@ from ..core.status import Outcome, Status
 class Executor:
     def __init__(self, driver, store, declared, service, out, audit=None, alert=None, paused=None, lb=None,
                  record=None, deadline=60.0, stop_timeout=None, lb_timeout=30.0, sleep=time.sleep,
-                 clock=time.monotonic):
+                 clock=time.monotonic, monitor=0.0):
         self.d, self.store, self.declared, self.service = driver, store, int(declared), service
         self.record = record or (lambda ref: None)
         self.out, self.lb = out, lb
@@ -38,6 +38,7 @@ class Executor:
         self.paused = paused or (lambda: None)
         self.deadline, self.stop_timeout, self.lb_timeout = float(deadline), stop_timeout, float(lb_timeout)
         self.sleep, self.clock = sleep, clock
+        self.watch = rollout_monitor.Watch(monitor, out, self._audit, clock, sleep)
         self.lb_grace = rollout_io.LB_GRACE
         self.stopping = {}  # container id -> thread
         self.ahead = rollout_ahead.Ahead(driver)
@@ -101,21 +102,24 @@ class Executor:
                              else (state["from_image"], state["from_image_id"]))
                 prepared = self.ahead.ids(ref)
                 view, details = self.d.view(set(self.stopping) | set(prepared))
-                p = rollout_plan.plan(self.declared, view, want, resuming=True)
-                if p.kind == "done":
+                dead = self.watch.died(view, state["new"], ref) if rolling else None
+                p = rollout_plan.plan(self.declared, view, want, resuming=True) if not dead else None
+                if p is not None and p.kind == "done":
+                    if rolling and self.watch.after_last_step(lambda: self.d.view(set(self.stopping))[0], state["new"]):
+                        continue
                     break
-                step = p.steps[0]
+                step = p.steps[0] if p is not None else None
                 # a pause stops the run before a start, never between a start and its retire: a paused
                 # service has its declared number of instances, not one more
-                why = self.paused() if rolling and step.kind == "start" else None
+                why = self.paused() if rolling and step is not None and step.kind == "start" else None
                 if why:
                     self._wait_stops()
                     self.ahead.drop()
                     self.store.save(state)
                     return self._refuse("paused after %d step(s): %s; run again to resume" % (state["step"], why),
                                         changed=True)
-                more = any(s.kind == "start" for s in p.steps[1:])
-                ok, why = self._step(step, ref, want, state, details, prepared, more)
+                more = any(s.kind == "start" for s in (p.steps[1:] if p is not None else ()))
+                ok, why = self._step(step, ref, want, state, details, prepared, more) if not dead else (False, dead)
                 state["step"] += 1
                 self.out.step_done()
                 if not ok:

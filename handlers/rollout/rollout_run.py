@@ -21,7 +21,7 @@ ENGINE_TIMEOUT = 60.0
 
 def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_timeout=30.0, stop_timeout=None,
         dry_run=False, audit_log=None, specs=None, env=None, conn=None, environ=None, stream=None,
-        engine_factory=None):
+        engine_factory=None, monitor=5.0):
     from ..engine import engine as engine_mod
     from ..consul import lighthttp
     from ..service import pause, rollout_image
@@ -39,6 +39,8 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         image = rollout_image.with_tag(image)
     if deadline is not None and not deadline > 0:
         raise UsageError("--deadline must be > 0 seconds")
+    if not 0 <= (monitor or 0) <= 3600:
+        raise UsageError("--monitor must be 0 to 3600 seconds")
     env = settings.environment(env, environ)
     specs_dir = spec_mod.specs_dir(specs, environ)
     loaded = spec_mod.load_dir(specs_dir, env)
@@ -86,7 +88,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
             ex = rollout_exec.Executor(driver, rollout_state.Store(client, env, service), sp.instances, service, out,
                                        audit=audit, alert=alert, paused=paused, record=record,
                                        lb=rollout_io.LbFile(lb_output) if lb_output else None, deadline=wait,
-                                       stop_timeout=stop_timeout, lb_timeout=lb_timeout)
+                                       stop_timeout=stop_timeout, lb_timeout=lb_timeout, monitor=monitor or 0.0)
         try:
             if dry_run:
                 return ex.run(image, abort=abort, dry_run=True)

@@ -113,7 +113,7 @@ class Changes:
 
     def _run(self, path):
         from ..consul.lighthttp import Connection
-        index, backoff = None, 0.2
+        index, backoff, lost = None, 0.2, False
         with Connection(self.settings) as conn:
             while not self.stop.is_set():
                 params = [("wait", "%ds" % self.wait)] + ([("index", str(index))] if index else [])
@@ -121,6 +121,9 @@ class Changes:
                     resp = conn.call("GET", path, params)
                 except ConsulError as e:
                     self.queue.put(("error", path, str(e)))
+                    # the agent may come back restarted, its index lower than ours: a query on
+                    # the old index would block a whole `wait` on an agent that has moved on
+                    index, lost = None, True
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -129,8 +132,9 @@ class Changes:
                 if new is None:
                     self.stop.wait(1)
                     continue
-                if index is not None and new != index:
-                    self.queue.put(("change", path, new))
+                if (index is not None and new != index) or lost:
+                    self.queue.put(("change", path, new))   # after an outage: whatever changed meanwhile
+                    lost = False
                 # Consul's advice: an index that goes backwards resets the query
                 index = new if index is None or new >= index else None
                 if new < 1:
