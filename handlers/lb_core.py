@@ -26,16 +26,21 @@ class Renderer:
         self.applier, self.state, self.selection = applier, state, selection
         self.variables = dict(variables or {})
         self.audit, self.alert, self.clock = audit, alert, clock
+        self.refused, self._refused_before = [], None
 
     def read(self):
         from .lighthttp import Connection
         with Connection(self.settings) as conn:
-            return lb_view.Reader(conn).view(**self.selection)
+            reader = lb_view.Reader(conn)
+            view = reader.view(**self.selection)
+        self.refused = reader.refused
+        return view
 
     def once(self):
         """One pass; returns an Outcome (raises MedicError only for bad input or Consul)."""
         t0 = self.clock()
         view = self.read()
+        refusals = self._refusals()
         saved = self.state.load()
         p = lb_render.plan(view, saved["servers"], self.env)
         text = lb_render.render(self.template, p, self.variables)
@@ -58,7 +63,7 @@ class Renderer:
         self.state.save(servers, degraded)
         self._alert_new(degraded, set(saved["degraded"]), p)
         took = self.clock() - t0
-        reasons = [r for _, r in p.kept + p.omitted]
+        reasons = [r for _, r in p.kept + p.omitted] + refusals
         action = "write" if result.written else "unchanged"
         self._audit(dict(rec, action=action, changed=result.changed, reloaded=result.reloaded,
                          seconds=round(took, 4),
@@ -68,6 +73,20 @@ class Renderer:
         if reasons:
             return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, "; ".join(reasons) + "; " + summary))
         return Outcome(Status.OK, runtime.status_line(Status.OK, summary))
+
+    def _refusals(self):
+        """What the trust boundary refused in this read: one audit record each (action `refuse`)
+        and an alert for each one not refused in the previous pass; -> [line] for the run's warning."""
+        from . import trust
+        lines = [trust.describe(r) for r in self.refused]
+        before, self._refused_before = self._refused_before, set(lines)
+        for r, line in zip(self.refused, lines):
+            self._audit({"kind": "lb", "action": "refuse", "service": r.service, "instance": r.id,
+                         "field": r.field, "value": r.value, "reason": line})
+            if self.alert is not None and (before is None or line not in before):
+                self.alert({"kind": "warning", "service": r.service, "env": self.env, "action": "refuse",
+                            "reason": line})
+        return lines
 
     def _alert_new(self, degraded, before, p):
         if self.alert is None:

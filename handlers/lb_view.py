@@ -52,26 +52,22 @@ def select(catalog, names=(), prefix=None, tag=None):
     return sorted(out)
 
 
-def _status(checks):
-    states = [c.get("Status") for c in checks or ()]
-    for s in ("critical", "warning"):
-        if s in states:
-            return s
-    return "passing"
-
-
 def instances(name, entries):
-    """Health entries of one service -> [Instance], sorted by (address, port, id)."""
+    """Health entries of one service -> [Instance] that passed the trust boundary (handlers/trust.py),
+    sorted by (address, port, id); the refused ones are left out (checked_instances returns them)."""
+    return checked_instances(name, entries)[0]
+
+
+def checked_instances(name, entries):
+    """-> ([Instance] sorted by (address, port, id), [trust.Refusal])."""
+    from . import trust
+    good, refused = trust.entries(name, entries)
     out = []
-    for e in entries or ():
-        svc, node = e.get("Service") or {}, e.get("Node") or {}
-        tags = tuple(svc.get("Tags") or ())
-        role = role_of(tags)
-        status = _status(e.get("Checks"))
-        out.append(Instance(svc.get("ID") or name, svc.get("Address") or node.get("Address") or "",
-                            int(svc.get("Port") or 0), tags, role, node.get("Node") or "",
-                            status == "passing", PRIORITY.get(role, DEFAULT_PRIORITY), status))
-    return sorted(out, key=lambda i: (i.address, i.port, i.id))
+    for f in good:
+        role = role_of(f.tags)
+        out.append(Instance(f.id, f.address, f.port, f.tags, role, f.node, f.status == "passing",
+                            PRIORITY.get(role, DEFAULT_PRIORITY), f.status))
+    return sorted(out, key=lambda i: (i.address, i.port, i.id)), refused
 
 
 class Reader:
@@ -79,6 +75,7 @@ class Reader:
 
     def __init__(self, conn):
         self.conn = conn
+        self.refused = []  # [trust.Refusal] of the last view()
 
     def catalog(self):
         return self.conn.get_json("/v1/catalog/services")[1] or {}
@@ -88,9 +85,21 @@ class Reader:
         return self.conn.get_json("/v1/health/service/" + quote(name, safe=""))[1] or []
 
     def view(self, names=(), prefix=None, tag=None):
-        """{service name: [Instance]} for the selected services."""
-        chosen = select(self.catalog(), names, prefix, tag)
-        return {name: instances(name, self.health(name)) for name in chosen}
+        """{service name: [Instance]} for the selected services; what the trust boundary
+        refused (a service name, an instance, a tag) is in self.refused."""
+        from . import trust
+        self.refused, out = [], {}
+        for name in select(self.catalog(), names, prefix, tag):
+            try:
+                name = trust.service_name(name)
+            except trust.Refused as e:
+                self.refused.append(trust.Refusal(trust.printable(name), "-", "service", trust.printable(name),
+                                                  e.reason, False))
+                continue
+            good, refused = checked_instances(name, self.health(name))
+            out[name] = good
+            self.refused.extend(refused)
+        return out
 
 
 class Changes:
