@@ -45,7 +45,7 @@ def check_id(service):
 
 def health_path(service):
     # lighthttp has no public name for quoting a path segment yet (listed for the lead)
-    return "/v1/health/service/" + lighthttp.quote(service)
+    return lighthttp.api_path("/v1/health/service", service)
 
 
 # -- pure ------------------------------------------------------------------
@@ -232,7 +232,7 @@ def run(opts, connection_factory=lighthttp.Connection, now=time.time):
             last = read_state(path)
             t = now()
             for cid, verb, text in plan_writes(results, ttl_checks, last, t, opts.get("refresh")):
-                conn.call("PUT", "/v1/agent/check/update/" + lighthttp.quote(cid),
+                conn.call("PUT", lighthttp.api_path("/v1/agent/check/update", cid),
                           body={"Status": STATUS_OF_VERB[verb], "Output": text})
                 last[cid] = t
                 written += 1

@@ -35,7 +35,7 @@ VALUES = ("--refresh",)
 # -- doing -------------------------------------------------------------------
 def health_path(service):
     # lighthttp has no public name for quoting a path segment yet (listed for the lead)
-    return "/v1/health/service/" + lighthttp.quote(service)
+    return lighthttp.api_path("/v1/health/service", service)
 
 
 def connection_settings(opts, spec_obj):

@@ -19,7 +19,7 @@ from .errors import ConsulError
 
 
 def _kv_path(key):
-    return "/v1/kv/" + "/".join(lighthttp.quote(part) for part in str(key).split("/"))
+    return lighthttp.key_path("/v1/kv", key)
 
 
 def _true(resp):
@@ -89,14 +89,14 @@ class _Session:
         return doc["ID"]
 
     def renew(self, session_id, **_):
-        resp = self.conn.call("PUT", "/v1/session/renew/" + lighthttp.quote(session_id), ok=(200, 404))
+        resp = self.conn.call("PUT", lighthttp.api_path("/v1/session/renew", session_id), ok=(200, 404))
         if resp.status == 404:
             return None
         doc = resp.json()
         return doc[0] if isinstance(doc, list) and doc else None
 
     def destroy(self, session_id, **_):
-        return _true(self.conn.call("PUT", "/v1/session/destroy/" + lighthttp.quote(session_id)))
+        return _true(self.conn.call("PUT", lighthttp.api_path("/v1/session/destroy", session_id)))
 
 
 class Client:

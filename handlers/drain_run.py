@@ -131,8 +131,9 @@ def _engine(docker_host):
 def _agent_ok(hconn, node):
     """The host's agent answers and its node is not in maintenance."""
     from .errors import MedicError
+    from .lighthttp import api_path
     try:
-        _, checks, _ = hconn.get_json("/v1/health/node/" + node)
+        _, checks, _ = hconn.get_json(api_path("/v1/health/node", node))
     except MedicError:
         return False
     return not any(c.get("CheckID") == "_node_maintenance" for c in checks or ())

@@ -8,11 +8,11 @@ import json
 import socket
 import threading
 import time
-from urllib.parse import quote
 
 from . import keys, lb_view
 from .errors import MedicError
 from .failover_decide import Node, Probe
+from .lighthttp import api_path, key_path
 
 REDIS_TIMEOUT = 1.0
 
@@ -83,7 +83,7 @@ class Consul:
     def nodes(self):
         """[Node] of the service: Consul's view, probed in parallel (passing instances only)."""
         insts = lb_view.instances(self.service, self.conn.get_json(
-            "/v1/health/service/" + quote(self.service, safe=""))[1])
+            api_path("/v1/health/service", self.service))[1])
         probes = {}
 
         def run(i):
@@ -97,7 +97,7 @@ class Consul:
         return [Node(i.id, i.address, i.port, i.role, i.passing, probes.get(i.id)) for i in insts]
 
     def _get(self, key):
-        resp = self.conn.call("GET", "/v1/kv/" + quote(key, safe="/:@"), ok=(200, 404))
+        resp = self.conn.call("GET", key_path("/v1/kv", key), ok=(200, 404))
         if resp.status == 404:
             return None
         raw = base64.b64decode((resp.json() or [{}])[0].get("Value") or b"") or b"null"
@@ -112,14 +112,14 @@ class Consul:
 
     def write_record(self, rec):
         body = dict(rec, at=time.time(), by=socket.gethostname())
-        self.conn.call("PUT", "/v1/kv/" + quote(self.record_key, safe="/:@"), None,
+        self.conn.call("PUT", key_path("/v1/kv", self.record_key), None,
                        json.dumps(body, sort_keys=True).encode())
 
     def paused(self, now=None):
         """The pause in force (handlers/pause.py's record, medic-heal --pause), else None. An
         unreadable record is a pause that says so, as for medic-heal."""
         from . import pause
-        resp = self.conn.call("GET", "/v1/kv/" + quote(pause.pause_key(self.env, self.service), safe="/:@"),
+        resp = self.conn.call("GET", key_path("/v1/kv", pause.pause_key(self.env, self.service)),
                               ok=(200, 404))
         raw = None if resp.status == 404 else base64.b64decode((resp.json() or [{}])[0].get("Value") or b"")
         return pause.active(pause.parse(raw), time.time() if now is None else now)

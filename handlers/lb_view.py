@@ -81,8 +81,8 @@ class Reader:
         return self.conn.get_json("/v1/catalog/services")[1] or {}
 
     def health(self, name):
-        from urllib.parse import quote
-        return self.conn.get_json("/v1/health/service/" + quote(name, safe=""))[1] or []
+        from .lighthttp import api_path
+        return self.conn.get_json(api_path("/v1/health/service", name))[1] or []
 
     def view(self, names=(), prefix=None, tag=None):
         """{service name: [Instance]} for the selected services; what the trust boundary

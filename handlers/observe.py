@@ -42,7 +42,8 @@ def parse_time(raw):
 # -- Consul ----------------------------------------------------------------------
 def consul_instances(conn, service):
     """Consistent read of /v1/health/service/<name> -> (index, [health.Instance])."""
-    index, body, _ = conn.get_json("/v1/health/service/" + service, [("consistent", None)])
+    from .lighthttp import api_path
+    index, body, _ = conn.get_json(api_path("/v1/health/service", service), [("consistent", None)])
     from . import acl  # site: an answer ACLs may have filtered is never "0 instances"
     acl.require(conn, acl.service_read(service))
     return index, health.parse_instances(body, service)

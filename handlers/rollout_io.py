@@ -163,14 +163,15 @@ class ComposeDriver:
 
     def maintenance(self, detail, on=True, reason="medic-rollout: replaced by a new instance"):
         """Service maintenance for each instance of the container, on the local agent."""
+        from .lighthttp import api_path
         params = [("enable", "true" if on else "false")] + ([("reason", reason)] if on else [])
         done = 0
         for _, sid in detail.instances:
-            resp = self.conn.request("PUT", "/v1/agent/service/maintenance/" + sid, params)
+            resp = self.conn.request("PUT", api_path("/v1/agent/service/maintenance", sid), params)
             if resp.status == 200:
                 done += 1
             elif resp.status != 404:  # 404: deregistered meanwhile (stopping): nothing to take out
-                raise EngineError("Consul: maintenance for %s: HTTP %d" % (sid, resp.status))
+                raise EngineError("Consul: maintenance for %r: HTTP %d" % (sid[:100], resp.status))
         return done
 
     def stop(self, cid, timeout=None):

@@ -106,7 +106,7 @@ def _history(st, env, service):
 
     key = history.history_key(env, service)
     with lighthttp.Connection(st) as conn:
-        resp = conn.request("GET", "/v1/kv/" + key, [("consistent", None)])
+        resp = conn.request("GET", lighthttp.key_path("/v1/kv", key), [("consistent", None)])
         if resp.status == 404:
             return history.parse(None, key)
         if resp.status != 200:
@@ -129,7 +129,7 @@ def _paused(st, env, service, now):
 
     key = pause.pause_key(env, service)
     with lighthttp.Connection(st) as conn:
-        resp = conn.request("GET", "/v1/kv/" + key)
+        resp = conn.request("GET", lighthttp.key_path("/v1/kv", key))
         items = resp.json() if resp.status == 200 else None
     value = items[0].get("Value") if items else None
     p = pause.active(pause.parse(base64.b64decode(value) if value else None), now)
