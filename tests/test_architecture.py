@@ -21,7 +21,7 @@ MAX_LINES = 300
 # 3 services  one run's orchestration over the parts: heal triage, batch checks, the registrar loop, notify
 # 4 executables (setup.cfg console_scripts; asserted below): options -> build the parts -> one call
 LAYERS = {
-    0: ["handlers", "handlers.errors", "handlers.status", "handlers.keys", "handlers.durations", "handlers.trust",
+    0: ["handlers", "handlers.errors", "handlers.status", "handlers.keys", "handlers.durations", "handlers.trust", "handlers.private",
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.consul_light", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
