@@ -94,6 +94,7 @@ def row(sp, env, conn_opts, engine, records, now):
         r["paused"] = _paused(st, env, sp.service, now)  # heal helper (issue 10): medic-heal --pause
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
+        r["state"] = Status.UNKNOWN.name  # a read it depends on failed: never shown as OK or CRITICAL
     return r
 
 
@@ -122,15 +123,21 @@ def _iso(t):
 
 # -- heal helper (issue 10): the operator's pause, read-only -------------------------------
 def _paused(st, env, service, now):
-    """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None."""
+    """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None.
+    Only a clean 200 or 404 says; any other answer (403, 500, ...) raises ConsulError: UNKNOWN."""
     import base64
 
     from . import lighthttp, pause
+    from .errors import ConsulError
 
     key = pause.pause_key(env, service)
     with lighthttp.Connection(st) as conn:
         resp = conn.request("GET", lighthttp.key_path("/v1/kv", key))
+        if resp.status not in (200, 404):
+            raise ConsulError("Consul GET /v1/kv/%s: HTTP %d: cannot say whether it is paused" % (key, resp.status))
         items = resp.json() if resp.status == 200 else None
+        if items is not None and not (isinstance(items, list) and items and isinstance(items[0], dict)):
+            raise ConsulError("Consul GET /v1/kv/%s: an unexpected answer" % key)
     value = items[0].get("Value") if items else None
     p = pause.active(pause.parse(base64.b64decode(value) if value else None), now)
     return pause.describe(p) if p else None
