@@ -37,7 +37,7 @@ LAYERS = {
         "handlers.reg_diff", "handlers.reg_agent", "handlers.reg_probe", "handlers.reg_wake",
         # traffic: the load balancer's view, rendering and applying; failover's pure decision and its I/O
         "handlers.lb_view", "handlers.lb_render", "handlers.lb_apply", "handlers.lb_options",
-        "handlers.failover_decide", "handlers.failover_io",
+        "handlers.failover_decide", "handlers.failover_io", "handlers.members",
         # counting passing instances against a spec (check, batch, status), the node dump of a batch pass
         "handlers.count", "handlers.nodedump",
         # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
