@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from . import count, health, lighthttp, settings, spec, spec_cache
+from . import count, health, lighthttp, members, settings, spec, spec_cache
 from .errors import ConsulError, MedicError, SpecError
 from .nodedump import NODES_PATH, entries_by_service
 from .runtime import status_line
@@ -204,7 +204,8 @@ def evaluate_all(specs, opts, connection_factory):
         fallback = fallback or fb
         for name, s in group.items():
             try:
-                results[name] = count.evaluate(s.service, s.instances, health.parse_instances(entries[name], name))
+                results[name] = count.evaluate(s.service, s.instances,
+                                               members.counted(s, health.parse_instances(entries[name], name)))
             except MedicError as e:
                 results[name] = unknown(e)
         critical = {n: s.service for n, s in group.items() if results[n].status == Status.CRITICAL}

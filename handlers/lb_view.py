@@ -8,7 +8,11 @@
 An instance passes when every one of its checks (node and service) is passing, as
 Consul's `?passing` filter means it. Its role is its `master` or `slave` tag (medic-tag /
 medic-register keep those), and its priority follows the F5 pools of the seed platform:
-master 10, slave 9, anything else 10.
+master 10, slave 9, anything else 10 - but 8 in a service where some instance has a role, so
+an untagged instance (anyone may register one) never shares the master's priority.
+
+Every instance passes the trust boundary (handlers/trust.py) and, when a spec names the
+service's owner, membership (handlers/members.py) first; the others are refusals.
 """
 import threading
 import time
@@ -19,6 +23,7 @@ from .errors import ConsulError
 ROLES = ("master", "slave")
 PRIORITY = {"master": 10, "slave": 9}
 DEFAULT_PRIORITY = 10
+UNTAGGED_AMONG_ROLES = 8
 
 Instance = namedtuple("Instance", "id address port tags role node passing priority status")
 
@@ -58,15 +63,18 @@ def instances(name, entries):
     return checked_instances(name, entries)[0]
 
 
-def checked_instances(name, entries):
-    """-> ([Instance] sorted by (address, port, id), [trust.Refusal])."""
-    from . import trust
+def checked_instances(name, entries, owner=None):
+    """-> ([Instance] sorted by (address, port, id), [trust.Refusal]); `owner` (members.Owner):
+    only that owner's instances count, the others are refused."""
+    from . import members, trust
     good, refused = trust.entries(name, entries)
-    out = []
-    for f in good:
-        role = role_of(f.tags)
-        out.append(Instance(f.id, f.address, f.port, f.tags, role, f.node, f.status == "passing",
-                            PRIORITY.get(role, DEFAULT_PRIORITY), f.status))
+    good, foreign = members.split(good, owner)
+    refused += [trust.Refusal(name, f.id, "owner", trust.printable(members.of(f.meta)),
+                              "not %s" % members.describe(owner), False) for f in foreign]
+    roles = [role_of(f.tags) for f in good]
+    untagged = UNTAGGED_AMONG_ROLES if any(roles) else DEFAULT_PRIORITY
+    out = [Instance(f.id, f.address, f.port, f.tags, role, f.node, f.status == "passing",
+                    PRIORITY.get(role, untagged), f.status) for f, role in zip(good, roles)]
     return sorted(out, key=lambda i: (i.address, i.port, i.id)), refused
 
 
@@ -84,9 +92,9 @@ class Reader:
         from .lighthttp import api_path
         return self.conn.get_json(api_path("/v1/health/service", name))[1] or []
 
-    def view(self, names=(), prefix=None, tag=None):
-        """{service name: [Instance]} for the selected services; what the trust boundary
-        refused (a service name, an instance, a tag) is in self.refused."""
+    def view(self, names=(), prefix=None, tag=None, owners=None):
+        """{service name: [Instance]} for the selected services; what the trust boundary or
+        membership (`owners`: {name: members.Owner}) refused is in self.refused."""
         from . import trust
         self.refused, out = [], {}
         for name in select(self.catalog(), names, prefix, tag):
@@ -96,7 +104,7 @@ class Reader:
                 self.refused.append(trust.Refusal(trust.printable(name), "-", "service", trust.printable(name),
                                                   e.reason, False))
                 continue
-            good, refused = checked_instances(name, self.health(name))
+            good, refused = checked_instances(name, self.health(name), (owners or {}).get(name))
             out[name] = good
             self.refused.extend(refused)
         return out

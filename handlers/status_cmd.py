@@ -83,8 +83,9 @@ def row(sp, env, conn_opts, engine, records, now):
                 r["passing"], r["pending"] = counts.passing, counts.pending
                 r["failing"], r["stopped"] = counts.failing, counts.stopped
             else:
+                from . import members
                 _, instances = observe.consul_instances(conn, sp.service)
-                r["passing"] = sum(1 for i in instances if i.passing)
+                r["passing"] = sum(1 for i in members.counted(sp, instances) if i.passing)
         hist = _history(st, env, sp.service)
         r["circuit"] = "open since %s" % _iso(hist.circuit) if hist.circuit is not None else "closed"
         if hist.actions:

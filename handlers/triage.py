@@ -22,7 +22,7 @@ full run; a "settled" needs every condition above.
 import base64
 import threading
 
-from . import decide, health, history, lighthttp, nodedump, observe
+from . import decide, health, history, lighthttp, members, nodedump, observe
 from .errors import ConsulError, EngineError, MedicError
 
 
@@ -145,7 +145,7 @@ def split(specs, env, settings_for, engine, now, prefetch=None):
         for sp in group:
             try:
                 instances = health.parse_instances(entries.get(sp.service.lower(), []), sp.service)
-                instances = [i for i in instances if i.id]  # same shape as health/service
+                instances = members.counted(sp, [i for i in instances if i.id])  # same shape as health/service
                 obs = observe.match(instances, local.get((sp.scale.project, sp.scale.service), []), host, sp.scale)
                 hist = hists.get(sp.service, history.parse(None))
                 if settled(sp, obs, hist, now):

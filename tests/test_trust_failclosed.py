@@ -41,7 +41,8 @@ def _status(agent, specs, token, tmp_path):
 
 def test_a_pause_read_denied_is_unknown_not_unpaused(acl_agent, tmp_path, unique):
     svc = "web-fc-%s" % unique
-    acl_agent.api("/v1/agent/service/register", "PUT", {"ID": svc + "-1", "Name": svc, "Port": 80})
+    acl_agent.api("/v1/agent/service/register", "PUT", {"ID": svc + "-1", "Name": svc, "Port": 80, "Meta": {
+        "medic_compose_project": "p", "medic_compose_service": "web"}})
     acl_agent.api("/v1/kv/medic/default/pause/" + svc, "PUT",
                   {"until": None, "reason": "db migration", "by": "ops@h", "at": 1.0})
     specs = _spec(tmp_path, svc)
