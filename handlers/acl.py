@@ -83,13 +83,13 @@ def denied(conn, perms):
 
 def _denied_fallback(conn, perms):
     """Consul without the authorize endpoint: probe reads that are refused (403) or never empty."""
-    from .lighthttp import quote
+    from .lighthttp import api_path
 
     out = []
     for perm in perms:
         resource, segment, access = perm
         if resource == "service" and access == "read":
-            resp = conn.request("GET", "/v1/agent/health/service/name/" + quote(segment), [("format", "text")])
+            resp = conn.request("GET", api_path("/v1/agent/health/service/name", segment), [("format", "text")])
             if resp.status == 403:
                 out.append(perm)
         elif resource == "node" and access == "read" and segment == "":

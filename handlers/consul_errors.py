@@ -85,7 +85,7 @@ def _cause(settings, text):
 
 def _unregistered_node(conn):
     """The local agent's node name when the catalog does not have it yet, else None."""
-    from .lighthttp import quote
+    from .lighthttp import api_path
 
     resp = conn.request("GET", "/v1/agent/self")
     if resp.status != 200:
@@ -97,7 +97,7 @@ def _unregistered_node(conn):
         return None
     if not name:
         return None
-    resp = conn.request("GET", "/v1/catalog/node/" + quote(name), [("stale", None)])
+    resp = conn.request("GET", api_path("/v1/catalog/node", name), [("stale", None)])
     if resp.status != 200:
         return None
     try:
@@ -119,13 +119,13 @@ def wait_for_leader(settings, seconds, clock, sleep, step=0.25, key="medic"):
     token): in the first second after a leader died, the survivors still NAME it in
     /v1/status/leader, and a run that took that for a new leader failed again at once."""
     from . import lighthttp
-    from .lighthttp import quote
+    from .lighthttp import key_path
 
     deadline = clock() + seconds
     while True:
         try:
             with lighthttp.Connection(settings._replace(timeout=min(settings.timeout, 2.0))) as conn:
-                resp = conn.request("GET", "/v1/kv/" + "/".join(quote(p) for p in key.split("/")), [("consistent", None)])
+                resp = conn.request("GET", key_path("/v1/kv", key), [("consistent", None)])
                 if resp.status in (200, 403, 404):
                     return True
         except MedicError:

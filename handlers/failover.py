@@ -64,15 +64,33 @@ def build():
 
 def _owner(specs, env, service):
     """The owner the service's spec names (handlers/members.py); None when no spec names the service
-    (no specs directory, or none for it). A spec that cannot be read is an error, never "any"."""
+    (no specs directory, or none for it). `<service>.json` is read first, so another service's
+    broken spec does not stop a failover; when none is found and some spec cannot be read, that is
+    an error (it could be this service's): never "any" by accident."""
     import os
 
     from . import members, spec
+    from .errors import SpecError
     d = spec.specs_dir(specs)
     if not os.path.isdir(d):
         return None
-    sp = spec.load_dir(d, env).get(service)
-    return members.owner(sp) if sp is not None else None
+    direct = os.path.join(d, service + ".json")
+    if os.path.exists(direct):
+        sp = spec.load_file(direct, env)
+        if sp.service == service:
+            return members.owner(sp)
+    bad = []
+    for path, doc in spec.load_documents(d):
+        if isinstance(doc, SpecError):
+            bad.append(os.path.basename(path))
+            continue
+        sp = spec.build(doc, path, env)
+        if sp.service == service:
+            return members.owner(sp)
+    if bad:
+        raise SpecError("%s: no readable spec declares %s and %s cannot be read: its owner is unknown"
+                        % (d, service, ", ".join(bad[:3])))
+    return None
 
 
 def main():

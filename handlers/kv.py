@@ -52,8 +52,8 @@ def _light(client):
 
 
 def _light_get(conn, key):
-    from .lighthttp import quote
-    resp = conn.call("GET", "/v1/kv/" + _quote_key(key, quote), [("consistent", None)], ok=(200, 404))
+    from .lighthttp import key_path
+    resp = conn.call("GET", key_path("/v1/kv", key), [("consistent", None)], ok=(200, 404))
     if resp.status == 404:
         return None
     items = resp.json()
@@ -66,14 +66,13 @@ def _light_get(conn, key):
 
 
 def _light_put(conn, key, body, cas):
-    from .lighthttp import quote
+    from .lighthttp import key_path
     params = [("cas", str(int(cas)))] if cas is not None else None
-    resp = conn.call("PUT", "/v1/kv/" + _quote_key(key, quote), params, body.encode("utf-8"))
+    resp = conn.call("PUT", key_path("/v1/kv", key), params, body.encode("utf-8"))
     return resp.body.strip() == b"true"
 
 
-def _quote_key(key, quote):
-    return "/".join(quote(part) for part in key.split("/"))
+
 
 
 def decode(raw):

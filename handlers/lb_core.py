@@ -26,7 +26,7 @@ class Renderer:
         self.applier, self.state, self.selection = applier, state, selection
         self.variables = dict(variables or {})
         self.audit, self.alert, self.clock = audit, alert, clock
-        self.refused, self._refused_before = [], None
+        self.refused = []
 
     def read(self):
         from .lighthttp import Connection
@@ -40,8 +40,8 @@ class Renderer:
         """One pass; returns an Outcome (raises MedicError only for bad input or Consul)."""
         t0 = self.clock()
         view = self.read()
-        refusals = self._refusals()
         saved = self.state.load()
+        refusals = self._refusals(set(saved.get("refused") or ()))
         p = lb_render.plan(view, saved["servers"], self.env)
         text = lb_render.render(self.template, p, self.variables)
         rec = {"kind": "lb", "out": self.applier.out, "services": len(p.services),
@@ -57,10 +57,10 @@ class Renderer:
             why = str(e) if isinstance(e, lb_apply.ApplyError) else "cannot write %s: %s" % (
                 self.applier.out, e.strerror or e)
             if getattr(e, "written", False):  # the output is new, the server did not load it: retry next run
-                self.state.save(servers, degraded, reload_pending=True)
+                self.state.save(servers, degraded, reload_pending=True, refused=refusals)
             self._audit(dict(rec, action="reject", reason=why, written=getattr(e, "written", False)))
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, why))
-        self.state.save(servers, degraded)
+        self.state.save(servers, degraded, refused=refusals)
         self._alert_new(degraded, set(saved["degraded"]), p)
         took = self.clock() - t0
         reasons = [r for _, r in p.kept + p.omitted] + refusals
@@ -74,16 +74,17 @@ class Renderer:
             return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, "; ".join(reasons) + "; " + summary))
         return Outcome(Status.OK, runtime.status_line(Status.OK, summary))
 
-    def _refusals(self):
-        """What the trust boundary refused in this read: one audit record each (action `refuse`)
-        and an alert for each one not refused in the previous pass; -> [line] for the run's warning."""
+    def _refusals(self, before):
+        """What the trust boundary refused in this read -> [line] for the run's warning. A refusal
+        not already in the state (`before`) gets one audit record (action `refuse`) and an alert."""
         from . import trust
         lines = [trust.describe(r) for r in self.refused]
-        before, self._refused_before = self._refused_before, set(lines)
         for r, line in zip(self.refused, lines):
+            if line in before:
+                continue
             self._audit({"kind": "lb", "action": "refuse", "service": r.service, "instance": r.id,
                          "field": r.field, "value": r.value, "reason": line})
-            if self.alert is not None and (before is None or line not in before):
+            if self.alert is not None:
                 self.alert({"kind": "warning", "service": r.service, "env": self.env, "action": "refuse",
                             "reason": line})
         return lines

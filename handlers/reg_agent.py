@@ -6,10 +6,10 @@ retried on its own schedule while the rest goes on. Anything else (connection re
 timeout, 5xx, 429) is a plain ConsulError: Consul is down, everything pending is kept.
 """
 import json
-from urllib.parse import quote
 
 from . import keys
 from .errors import ConsulError
+from .lighthttp import api_path, key_path
 from .reg_roles import parse_role
 
 
@@ -46,7 +46,7 @@ class Agent:
 
     def roles(self):
         """{service id: role} from KV; malformed records are returned as errors, not raised."""
-        resp = self.conn.call("GET", "/v1/kv/" + self.prefix, [("recurse", None)], ok=(200, 403, 404))
+        resp = self.conn.call("GET", key_path("/v1/kv", self.prefix), [("recurse", None)], ok=(200, 403, 404))
         if resp.status == 404:
             return {}, []
         if resp.status == 403:  # a token without key:read: register anyway, say so
@@ -80,17 +80,17 @@ class Agent:
         self._write("PUT", "/v1/agent/service/register", params, body)
 
     def deregister(self, service_id):
-        self._write("PUT", "/v1/agent/service/deregister/" + quote(service_id, safe=":@"), ok=(200, 404))
+        self._write("PUT", api_path("/v1/agent/service/deregister", service_id), ok=(200, 404))
 
     def fail_check(self, check_id, output):
         """Set a TTL check critical with `output` (the refusal check says why)."""
-        self._write("PUT", "/v1/agent/check/update/" + quote(check_id, safe=":@"),
+        self._write("PUT", api_path("/v1/agent/check/update", check_id),
                     body={"Status": "critical", "Output": output})
 
     def put_wake(self, service, record):
         """The wake-up key medic/<env>/wake/<service> (medic-heal's keyprefix watch looks again)."""
         key = keys.key(self.env, "wake", service)
-        self._write("PUT", "/v1/kv/" + quote(key, safe="/:@"), body=json.dumps(record, sort_keys=True).encode())
+        self._write("PUT", key_path("/v1/kv", key), body=json.dumps(record, sort_keys=True).encode())
         return key
 
     def close(self):

@@ -104,9 +104,10 @@ class RoleWatch:
     """Thread: a blocking query on the roles KV prefix; puts ("roles",) when it changes."""
 
     def __init__(self, settings, env, queue, stop, wait=30):
-        from .lighthttp import Connection
+        from .lighthttp import Connection, key_path
         self.conn = Connection(settings._replace(timeout=settings.timeout + wait + 5))
         self.prefix, self.queue, self.stop, self.wait = keys.key(env, "roles") + "/", queue, stop, wait
+        self.path = key_path("/v1/kv", self.prefix)
         import threading
         self.thread = threading.Thread(target=self._run, name="medic-register-roles", daemon=True)
 
@@ -121,7 +122,7 @@ class RoleWatch:
                 params = [("keys", None)]
                 if index:
                     params += [("index", str(index)), ("wait", "%ds" % self.wait)]
-                resp = self.conn.call("GET", "/v1/kv/" + self.prefix, params, ok=(200, 404))
+                resp = self.conn.call("GET", self.path, params, ok=(200, 404))
                 new = resp.index
                 if index is not None and new and new != index:
                     self.queue.put(("roles",))

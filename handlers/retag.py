@@ -16,7 +16,7 @@ CAS_ATTEMPTS = 5
 def run(s, env, service_id, add, remove, audit_log=None):
     """Apply the role change; returns an Outcome. The agent through one lighthttp connection,
     the role through the access layer's check-and-set (kv.cas_update)."""
-    from urllib.parse import quote
+    from .lighthttp import api_path
 
     from . import keys, kv, reg_roles, settings
     from .errors import ConsulError, UsageError
@@ -29,10 +29,10 @@ def run(s, env, service_id, add, remove, audit_log=None):
         key = keys.key(env, "roles", service_id)
     except ValueError:
         raise UsageError("service ID %r: must be non-empty and contain no '/'" % service_id) from None
-    path_id = quote(service_id, safe=":@")
+    path_id = api_path("/v1/agent/service", service_id)
     client = settings.make_client(s)
     with Connection(s) as c:
-        resp = c.call("GET", "/v1/agent/service/" + path_id, ok=(200, 404))
+        resp = c.call("GET", path_id, ok=(200, 404))
         service = resp.json() if resp.status == 200 else None
         if not add and not remove:
             role, _ = _role(kv.read(client, key)[0])
@@ -68,7 +68,7 @@ def run(s, env, service_id, add, remove, audit_log=None):
                                                           % (service_id, ",".join(body["Tags"]), key, note)))
         params = [("replace-existing-checks", "true")] if replace else None
         c.call("PUT", "/v1/agent/service/register", params, body)
-        after = c.get_json("/v1/agent/service/" + path_id)[1]
+        after = c.get_json(path_id)[1]
         if sorted(set(after.get("Tags") or ())) != sorted(set(body["Tags"])):
             raise ConsulError("agent shows tags %s after re-registration, not %s"
                               % (after.get("Tags"), body["Tags"]))

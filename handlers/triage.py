@@ -51,7 +51,7 @@ def engine_index(client):
 def histories(conn, env):
     """{service: History} of every service with a history (one recursive KV read)."""
     prefix = history.history_key(env, "x")[:-1]
-    resp = conn.request("GET", "/v1/kv/" + prefix, [("recurse", None)])
+    resp = conn.request("GET", lighthttp.key_path("/v1/kv", prefix), [("recurse", None)])
     if resp.status == 404:
         return {}
     if resp.status != 200:

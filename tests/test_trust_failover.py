@@ -200,3 +200,19 @@ def test_redis_auth_from_a_file_never_in_argv_or_output(consul_factory, redis_se
     assert p.returncode == 0 and "failover, master r" in p.stdout, p.stdout + p.stderr
     assert r.info()["role"] == "master"
     assert secret not in p.stdout + p.stderr and secret not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_the_owner_is_read_from_the_services_own_spec_and_never_guessed(tmp_path):
+    from handlers import failover, members
+    from handlers.errors import SpecError
+    d = tmp_path / "specs"
+    d.mkdir()
+    (tmp_path / "compose.yml").write_text("services:\n  redis:\n    image: redis\n")
+    (d / "other.json").write_text("{broken")
+    assert failover._owner(str(tmp_path / "none"), None, "r.example") is None
+    with pytest.raises(SpecError, match="owner is unknown"):
+        failover._owner(str(d), None, "r.example")      # it could have been this service's spec
+    (d / "r.example.json").write_text(json.dumps({
+        "service": "r.example", "instances": 2,
+        "scale": {"driver": "compose", "project": "shop", "file": str(tmp_path / "compose.yml"), "service": "redis"}}))
+    assert failover._owner(str(d), None, "r.example") == members.Owner("shop", "redis")

@@ -189,6 +189,13 @@ def test_hostile_registrations_never_reach_nginx_or_haproxy(agent, tmp_path, uni
             (trust.printable(ID_ESCAPE), "id")} <= refused, refused
     state = json.loads((tmp_path / "haproxy.conf.medic-lb.json").read_text())
     assert sorted(s["id"] for s in state["servers"][svc]) == ["evil-tag", "good-1"]
+    # said once: the same refusals on the next run warn again but are not audited or alerted again
+    n = len(recs)
+    r, _ = _run_lb(agent, tmp_path, "haproxy", svc, haproxy_check, "--var", "listen=127.0.0.1:" + port,
+                   "--var", "pid=%s" % (tmp_path / "pid"))
+    assert r.returncode == 1 and "evil-addr" in r.stdout
+    again = [json.loads(ln) for ln in open(tmp_path / "audit.jsonl")][n:]
+    assert [x for x in again if x.get("action") == "refuse"] == [] and again
 
 
 def _nginx_t(tmp_path, conf):
