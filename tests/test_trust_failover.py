@@ -16,12 +16,16 @@ pytestmark = [pytest.mark.consul]
 
 
 class RedisServer:
-    def __init__(self, tmp, name, password=None):
+    def __init__(self, tmp, name, password=None, tls=None):
         self.port = support.free_port()
         self.dir = os.path.join(str(tmp), name)
         os.makedirs(self.dir)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir, "--daemonize", "no", "--protected-mode", "no"]
+        self.tls = tls
+        listen = ["--port", str(self.port)] if not tls else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"],
+            "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        args = ["redis-server"] + listen + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                            "--dir", self.dir, "--daemonize", "no", "--protected-mode", "no"]
         if password:
             conf = os.path.join(self.dir, "redis.conf")
             with open(conf, "w") as f:  # the password in a config file, not in the process's argv
@@ -34,7 +38,8 @@ class RedisServer:
 
     def client(self):
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+        tls = dict(ssl=True, ssl_ca_certs=self.tls["ca"]) if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, **tls)
 
     def info(self, section="replication"):
         try:
@@ -57,8 +62,8 @@ def redis_servers(tmp_path):
     support.require(shutil.which("redis-server"), "redis-server (run `make testbed`)")
     started = []
 
-    def make(name, password=None):
-        s = RedisServer(tmp_path, name, password)
+    def make(name, password=None, tls=None):
+        s = RedisServer(tmp_path, name, password, tls)
         started.append(s)
         return s
     yield make
@@ -216,3 +221,43 @@ def test_the_owner_is_read_from_the_services_own_spec_and_never_guessed(tmp_path
         "service": "r.example", "instances": 2,
         "scale": {"driver": "compose", "project": "shop", "file": str(tmp_path / "compose.yml"), "service": "redis"}}))
     assert failover._owner(str(d), None, "r.example") == members.Owner("shop", "redis")
+
+
+def _certs(tmp_path):
+    """A CA and a server certificate for 127.0.0.1 (openssl)."""
+    d = str(tmp_path / "tls")
+    os.makedirs(d)
+
+    def ssl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True, timeout=60)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=medic-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.crt",
+        "-days", "2", "-extfile", "ext")
+    return {"ca": os.path.join(d, "ca.crt"), "cert": os.path.join(d, "srv.crt"), "key": os.path.join(d, "srv.key")}
+
+
+def test_redis_over_tls_with_the_operators_ca(consul_factory, redis_servers, tmp_path, unique):
+    support.require(shutil.which("openssl"), "openssl")
+    agent = consul_factory()
+    svc = "redis-tls-%s" % unique
+    (tmp_path / "specs").mkdir()
+    tls = _certs(tmp_path)
+    m, r = redis_servers("m", tls=tls), redis_servers("r", tls=tls)
+    replicaof(r, m)
+    agent.register_ttl("m", svc, port=m.port, tags=["master"])
+    agent.register_ttl("r", svc, port=r.port, tags=["slave"])
+    p = failover(agent, tmp_path, svc)                 # plain text to a TLS port: no answer, nothing done
+    assert p.returncode == 2, p.stdout + p.stderr
+    p = failover(agent, tmp_path, svc, "--redis-tls")  # TLS, but the system CAs do not know this one
+    assert p.returncode == 2, p.stdout + p.stderr
+    p = failover(agent, tmp_path, svc, "--redis-tls", "--redis-cacert", tls["ca"])
+    assert p.returncode == 0 and "master m" in p.stdout, p.stdout + p.stderr
+    m.stop()
+    agent.set_ttl("m", "critical")
+    p = failover(agent, tmp_path, svc, "--redis-tls", "--redis-cacert", tls["ca"])
+    assert p.returncode == 0 and "failover, master r" in p.stdout, p.stdout + p.stderr
+    assert r.info()["role"] == "master"
