@@ -7,7 +7,7 @@ request is checked here, once. PURE.
     service_name(v)     a DNS-style name: 1-127 of A-Za-z0-9._- not starting with . or - -> Checked
     token(v, what)      an ID, tag or node name: 1-256 printable ASCII characters, none of
                         whitespace, control characters or the config languages' special
-                        characters ; { } # " ' ` \\ $ -> Checked
+                        characters ; { } # " ' ` \\ $ -> Checked (an instance ID: no '/' either)
     entries(name, health_entries)  -> (good [Fields], refused [Refusal])
     server_ok(server)   a last-good server record (medic-lb's state file) still valid?
     finalize(value)     the Jinja `finalize` of medic-lb's environment (see below)
@@ -154,6 +154,8 @@ def entry(name, e):
     if not isinstance(svc, dict) or not isinstance(node, dict):
         raise Refused("entry", e, "Service/Node not objects")
     sid = token(svc.get("ID") or name, "id")
+    if "/" in sid:  # an ID is a KV key part (roles, medic-tag) and one path segment: medic-register refuses it too
+        raise Refused("id", sid, "holds '/'")
     addr = address(svc.get("Address") or node.get("Address") or "", "address")
     p = port(svc.get("Port"), "port")
     node_name = token(node.get("Node") or "-", "node")

@@ -59,10 +59,12 @@ def test_a_bad_tag_is_dropped_a_bad_id_or_address_refuses_the_instance():
         _entry("r3", NGINX_BREAKOUT, 6379, ["master"]),
         _entry("r4", "10.0.0.4", 0),
         _entry("r5", "10.0.0.5", 6379, node="n 1"),
+        _entry("r/6", "10.0.0.6", 6379),
         "not an entry"])
     assert [(i.id, i.tags, i.role) for i in good] == [("r1", ("slave",), "slave")]
     assert [(r.field, r.dropped) for r in refused] == [
-        ("tag", True), ("id", False), ("address", False), ("port", False), ("node", False), ("entry", False)]
+        ("tag", True), ("id", False), ("address", False), ("port", False), ("node", False), ("id", False),
+        ("entry", False)]
 
 
 def test_last_good_servers_from_an_old_state_file_are_checked_again():
