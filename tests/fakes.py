@@ -134,7 +134,9 @@ class FakeConsul:
     def register(self, service, container, passing=True, node="monitor", port=None):
         """An instance the way medic-register writes it, for a FakeEngine container."""
         iid = "%s:%s:%d" % (node, container["Name"].lstrip("/"), port or 80)
-        meta = {"medic_container_id": container["Id"]}
+        labels = (container.get("Config") or {}).get("Labels") or {}
+        meta = {"medic_container_id": container["Id"], "medic_compose_project": labels.get(COMPOSE_PROJECT, ""),
+                "medic_compose_service": labels.get(COMPOSE_SERVICE, "")}
         failing = () if passing else (health.Failing("service:" + iid, "http", "critical"),)
         self.services.setdefault(service, {})[iid] = health.Instance(iid, node, "127.0.0.1", port or 80, (), meta,
                                                                      passing, failing)

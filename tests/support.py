@@ -62,6 +62,9 @@ def medic_env(**extra):
     """Environment for running medic-* executables as subprocesses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "MEDIC_"))}
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
+    # the testbed's agent is 1.8.7 (no DisableRedirects): the suite's scenarios need HTTP check semantics
+    # (a sick /cgi-bin/health); tests/register/test_trust_checks.py runs medic-register's default (the TCP fallback)
+    env["MEDIC_HTTP_CHECKS_MAY_REDIRECT"] = "1"
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

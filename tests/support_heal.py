@@ -93,14 +93,17 @@ def register_containers(agent, service, docker_client, project):
             if sid]
 
 
-def register_remote(agent, service, node, status="critical", port=18080, address="10.254.0.9", lost=False):
+def register_remote(agent, service, node, status="critical", port=18080, address="10.254.0.9", lost=False,
+                    project="elsewhere"):
     """An instance on another node (catalog registration); `lost`: that node's serfHealth is critical
-    too (the host is gone), else only the instance's own check has `status`."""
+    too (the host is gone), else only the instance's own check has `status`. It counts for the spec
+    when `project` is the spec's compose project (the medic-register of that host wrote it)."""
     sid = "%s:web:%d" % (node, port)
     agent.api("/v1/catalog/register", "PUT", {
         "Node": node, "Address": address,
         "Service": {"ID": sid, "Service": service, "Port": port, "Address": address,
-                    "Meta": {"medic_container_id": "f" * 64, "medic_compose_project": "elsewhere"}},
+                    "Meta": {"medic_container_id": "f" * 64, "medic_compose_project": project,
+                             "medic_compose_service": "web"}},
         "Checks": [{"CheckID": "service:" + sid, "Name": "remote", "ServiceID": sid, "Status": status},
                    {"CheckID": "serfHealth", "Name": "Serf Health Status",
                     "Status": "critical" if lost else "passing"}]})

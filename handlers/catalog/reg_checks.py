@@ -12,6 +12,12 @@ import re
 from .reg_model import DEFAULT_INTERVAL, _DURATION
 
 REFUSED_PREFIX = "medic-register refused this check: "
+FALLBACK_PREFIX = "medic-register: "
+# how an HTTP(S) check label becomes a check: Consul's checker follows redirects, so a container could
+# send it to any host (the host's loopback, a metadata address) and read the answer in the output
+HTTP_MODES = ("disable-redirects",  # DisableRedirects: true (agents >= 1.9.17, 1.10.10, 1.11.5)
+              "tcp",                # older agents: a TCP check on the same address and port, said in Notes
+              "follow")             # the operator accepts redirects (--http-checks-may-redirect)
 REFUSED_TTL = "720h"  # the refusal check is critical from the start; expiring keeps it critical
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -64,13 +70,23 @@ def is_refused(check):
     return bool(check) and str(check.get("Notes", "")).startswith(REFUSED_PREFIX)
 
 
-def build_check(attrs, address, port):
+def redirects_can_be_disabled(version):
+    """The agent's version ('1.8.7', '1.11.5+ent') accepts DisableRedirects on HTTP checks."""
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)", str(version or ""))
+    if not m:
+        return False
+    v = tuple(int(x) for x in m.groups())
+    return (1, 9, 17) <= v < (1, 10, 0) or (1, 10, 10) <= v < (1, 11, 0) or v >= (1, 11, 5)
+
+
+def build_check(attrs, address, port, http_checks="follow"):
     """registrator's buildCheck from attrs -> (check dict or None, refusal reason or None).
 
     HTTP, HTTPS (+ _HTTP_METHOD / _HTTPS_METHOD, _TLS_SKIP_VERIFY), gRPC (+ _GRPC_USE_TLS),
     TCP, TTL; registrator's precedence. Script checks (SERVICE_CHECK_SCRIPT / _CMD) are
     refused: they need `enable_script_checks`, which is remote code execution. A refused
-    request gives `refused_check(why)` and the reason.
+    request gives `refused_check(why)` and the reason. An HTTP check follows `http_checks`
+    (HTTP_MODES); the TCP fallback's Notes start with FALLBACK_PREFIX and say why.
     """
     c = {}
     host = "[%s]" % address if ":" in str(address) else address
@@ -118,7 +134,20 @@ def build_check(attrs, address, port):
     why = check_problem(c)
     if why:
         return _refuse(why)
+    if "HTTP" in c and http_checks == "disable-redirects":
+        c["DisableRedirects"] = True
+    elif "HTTP" in c and http_checks != "follow":
+        label = "SERVICE_CHECK_HTTP" if c["HTTP"].startswith("http:") else "SERVICE_CHECK_HTTPS"
+        note = ("%s%s %s taken as a TCP check on %s:%d: this Consul agent cannot turn off redirects for HTTP "
+                "checks (DisableRedirects needs 1.9.17, 1.10.10 or 1.11.5), and a redirect could send the check "
+                "to another host" % (FALLBACK_PREFIX, label, _short(attrs.get("check_http") or
+                                                                     attrs.get("check_https")), host, port))
+        for k in ("HTTP", "Method", "TLSSkipVerify"):
+            c.pop(k, None)
+        c["TCP"] = "%s:%d" % (host, port)
+        c["Notes"] = note[:1000]
     return c, None
+
 
 
 def _refuse(why):

@@ -41,17 +41,21 @@ _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
-class Options(namedtuple("Options", "hostname registrar_id ip fallback_ip force_tags internal explicit deregister")):
+class Options(namedtuple("Options", "hostname registrar_id ip fallback_ip force_tags internal explicit deregister "
+                                   "http_checks")):
     """What shapes every registration. `ip` (--ip) beats the published HostIp; `fallback_ip`
     is used for ports published on a wildcard address (0.0.0.0 / ::) and for host-network
     containers. registrator's flags: `internal` (container address and exposed ports),
-    `explicit` (only ports with a SERVICE_NAME), `deregister` ("always" | "on-success")."""
+    `explicit` (only ports with a SERVICE_NAME), `deregister` ("always" | "on-success").
+    `http_checks` (reg_checks.HTTP_MODES): how an HTTP check label becomes a check; medic-register
+    chooses it from the agent's version."""
     __slots__ = ()
 
     def __new__(cls, hostname, registrar_id=None, ip=None, fallback_ip=None, force_tags=(), internal=False,
-                explicit=False, deregister="always"):
+                explicit=False, deregister="always", http_checks="follow"):
         return super().__new__(cls, hostname, registrar_id or hostname, ip or None, fallback_ip or None,
-                               tuple(force_tags), bool(internal), bool(explicit), deregister or "always")
+                               tuple(force_tags), bool(internal), bool(explicit), deregister or "always",
+                               http_checks or "follow")
 
 
 class Registration(namedtuple("Registration", "id name address port tags meta check container_id")):

@@ -55,7 +55,8 @@ def check_one(service, opts, connection_factory=lighthttp.Connection):
     st = connection_settings(opts, sp)
     with connection_factory(st) as conn:
         _, entries, _ = conn.get_json(api.health_service(sp.service), [("stale", None)])
-        out = evaluate(sp.service, sp.instances, health.parse_instances(entries, sp.service))
+        from ..service import members
+        out = evaluate(sp.service, sp.instances, members.counted(sp, health.parse_instances(entries, sp.service)))
         if out.status == Status.CRITICAL:  # site: ACLs may have hidden instances (handlers/consul/acl.py)
             from ..consul import acl
             acl.require(conn, acl.service_read(sp.service))

@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from ..service import count
+from ..service import count, members
 from ..consul import health, lighthttp, settings
 from ..spec import spec, spec_cache
 from ..core.errors import ConsulError, MedicError, SpecError
@@ -129,11 +129,12 @@ def state_path(st):
 
 
 def read_state(path):
+    """The state file in medic's own directory (handlers/core/private.py); anything unsafe reads as empty."""
     if not path:
         return {}
+    from ..core import private
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(private.read(os.path.dirname(path), os.path.basename(path), 1024 * 1024) or b"{}")
         return {k: float(v) for k, v in data.items()}
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
@@ -142,12 +143,9 @@ def read_state(path):
 def write_state(path, data):
     if not path:
         return
+    from ..core import private
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
-        os.replace(tmp, path)
+        private.write(os.path.dirname(path), os.path.basename(path), json.dumps(data, sort_keys=True).encode())
     except OSError:
         pass  # an optimisation only
 
@@ -204,7 +202,8 @@ def evaluate_all(specs, opts, connection_factory):
         fallback = fallback or fb
         for name, s in group.items():
             try:
-                results[name] = count.evaluate(s.service, s.instances, health.parse_instances(entries[name], name))
+                results[name] = count.evaluate(s.service, s.instances,
+                                               members.counted(s, health.parse_instances(entries[name], name)))
             except MedicError as e:
                 results[name] = unknown(e)
         critical = {n: s.service for n, s in group.items() if results[n].status == Status.CRITICAL}

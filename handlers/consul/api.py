@@ -21,6 +21,7 @@ from .lighthttp import quote as segment
 CATALOG_SERVICES = "/v1/catalog/services"
 AGENT_SERVICES = "/v1/agent/services"
 AGENT_CHECKS = "/v1/agent/checks"
+AGENT_SELF = "/v1/agent/self"
 AGENT_REGISTER = "/v1/agent/service/register"
 NODE_MAINTENANCE = "/v1/agent/maintenance"
 # An internal API (the web UI's node dump): used only with the fallback handlers/consul/nodedump.py names.

@@ -17,6 +17,7 @@ It asks a few short questions (`GET /v1/status/leader?stale`, `/v1/agent/self`,
 `/v1/catalog/node/<own node>?stale`; at most 3 s each) only when the text alone does
 not say. It never raises: explaining must not fail. (medic-heal's healer uses `cause`.)
 """
+from . import api
 from ..core.errors import ConsulTimeout, MedicError
 
 ACL = "ACL denied (token unknown or lacking the right): "
@@ -87,7 +88,7 @@ def _unregistered_node(conn):
     """The local agent's node name when the catalog does not have it yet, else None."""
     from .api import segment
 
-    resp = conn.request("GET", "/v1/agent/self")
+    resp = conn.request("GET", api.AGENT_SELF)
     if resp.status != 200:
         return None
     try:

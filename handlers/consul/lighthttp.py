@@ -28,6 +28,29 @@ def quote(s):
     return "".join(out)
 
 
+class UnsafeRequest(ConsulError):
+    """A request this transport refuses to send: it could split into two (CR, LF) or be read
+    differently by Consul (spaces, control characters, non-ASCII in the target)."""
+    kind = "refused"
+
+
+def _safe_target(method, target):
+    if not method.isascii() or not method.isalpha() or not method.isupper():
+        raise UnsafeRequest("refused to send a request with method %r" % method[:20])
+    for c in target:
+        if c <= " " or c >= "\x7f":
+            raise UnsafeRequest("refused to send %s %r: the request target holds %r (control character, space "
+                                "or non-ASCII): nothing sent" % (method, target[:80], c))
+
+
+def _safe_header(name, value):
+    for c in value:
+        if c < " " or c == "\x7f":
+            # the value itself is never shown (it may be the token)
+            raise UnsafeRequest("refused to send header %s: it holds a control character: nothing sent" % name)
+    return value
+
+
 def path_with_query(path, params=None):
     if not params:
         return path
@@ -140,6 +163,7 @@ class Connection:
 
     def _request(self, method, path, params=None, body=None):
         target = path_with_query(path, params)
+        _safe_target(method, target)
         for attempt in (0, 1):
             fresh = self._sock is None
             if fresh:
@@ -159,13 +183,14 @@ class Connection:
     def _exchange(self, method, target, body):
         s = self.settings
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        head = ["%s %s HTTP/1.1" % (method, target), "Host: " + s.netloc,
+        _safe_target(method, target)
+        head = ["%s %s HTTP/1.1" % (method, target), "Host: " + _safe_header("Host", s.netloc),
                 "User-Agent: consul-medic", "Accept: application/json",
                 "Content-Length: %d" % len(data)]
         if s.token:
-            head.append("X-Consul-Token: " + s.token)
+            head.append("X-Consul-Token: " + _safe_header("X-Consul-Token", s.token))
         if s.http_auth:
-            head.append("Authorization: " + s.basic_auth_header())
+            head.append("Authorization: " + _safe_header("Authorization", s.basic_auth_header()))
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
         status_line = self._readline().decode("latin-1")

@@ -31,7 +31,7 @@ LOCK_WAIT = 10.0  # seconds a failover waits for heal/rollout/drain to release t
 
 
 def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monotonic, lock_wait=LOCK_WAIT,
-        sleep=time.sleep):
+        sleep=time.sleep, owner=None, auth=failover_io.NO_AUTH):
     from ..consul import settings as settings_mod
     t0 = clock()
     if tagger is None:
@@ -41,7 +41,7 @@ def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monoton
     while True:  # a lost master is urgent: wait a little for another operation's lock, then give up
         with lock.held(client, env, service, "failover") as got:
             if got:
-                return _locked(s, env, service, audit, alert, tagger, clock, t0, rec)
+                return _locked(s, env, service, audit, alert, tagger, clock, t0, rec, owner, auth)
         if clock() - t0 >= lock_wait:
             break
         sleep(0.2)
@@ -52,16 +52,23 @@ def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monoton
     return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
 
 
-def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
+def _locked(s, env, service, audit, alert, tagger, clock, t0, rec, owner, auth):
+    from ..core import trust
     from ..consul.lighthttp import Connection
     with Connection(s) as conn:
-        consul = failover_io.Consul(conn, env, service)
+        consul = failover_io.Consul(conn, env, service, owner, auth)
         paused = consul.paused()
         if paused:
             why = "paused (%s): not acting" % (paused.reason or "no reason given")
             _audit(audit, dict(rec, action="hold", reason=why))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
         nodes = consul.nodes()
+        for r in consul.refused:  # never probed, promoted or sent REPLICAOF
+            line = trust.describe(r)
+            _audit(audit, dict(rec, action="refuse", instance=r.id, field=r.field, reason=line))
+            if alert is not None:
+                alert({"kind": "warning", "service": service, "env": env, "action": "failover:refuse",
+                       "reason": line})
         record = consul.record()
         d = failover_decide.decide(nodes, record)
         seen = [{"id": n.id, "tag": n.tag, "passing": n.passing,
@@ -74,7 +81,7 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, "%s: %s" % (service, d.reason)))
         steps = []
         try:
-            _execute(d, {n.id: n for n in nodes}, consul, tagger, steps)
+            _execute(d, {n.id: n for n in nodes}, consul, tagger, steps, auth)
         except Exception as e:
             msg = "%s: %s failed after %s: %s" % (service, d.action, ", ".join(steps) or "no step", e)
             _audit(audit, dict(rec, steps=steps, error=str(e), result="failed"))
@@ -99,24 +106,52 @@ def medic_tag(s, env, audit):
     return tagger
 
 
-def _execute(d, by_id, consul, tagger, steps):
+def _execute(d, by_id, consul, tagger, steps, auth=failover_io.NO_AUTH):
     master = by_id[d.master]
+    record = dict(d.record) if d.record else None
     for sid in d.retag_slave:
         tagger(sid, ("slave",), ("master",))
         steps.append("tag %s slave" % sid)
     if d.promote:
-        failover_io.promote(master.address, master.port)
+        replid = failover_io.promote(master.address, master.port, auth)
         steps.append("REPLICAOF NO ONE on %s" % master.id)
+        if record is not None:
+            record["replid"] = replid  # the new master's own history from now on
     if master.tag != "master":
         tagger(master.id, ("master",), ("slave",))
         steps.append("tag %s master" % master.id)
-    if d.record:
-        consul.write_record(d.record)
+    if record:
+        consul.write_record(record)
         steps.append("record master %s" % master.id)
     for sid in d.replicate:
         n = by_id[sid]
-        failover_io.replicate(n.address, n.port, master.address, master.port)
+        failover_io.replicate(n.address, n.port, master.address, master.port, auth)
         steps.append("REPLICAOF %s on %s" % (master.id, sid))
+    if d.replicate:
+        replid = follow_replid(consul, master, [by_id[sid] for sid in d.replicate], auth)
+        if replid:
+            steps.append("record replication ID %s" % replid)
+
+
+def follow_replid(consul, master, replicas, auth, wait=5.0, sleep=time.sleep, clock=time.monotonic):
+    """After REPLICAOF: a master that never had a replica takes a new replication ID when the first
+    one attaches (Redis creates its backlog then). Wait up to `wait` s for a replica to share the
+    master's ID and keep that ID in the record -> the ID written, or None (a later pass refreshes it)."""
+    end = clock() + wait
+    while True:
+        mp = failover_io.probe(master.address, master.port, auth=auth)
+        if mp is not None and mp.role == "master" and mp.replid:
+            for n in replicas:
+                p = failover_io.probe(n.address, n.port, auth=auth)
+                if p is not None and p.role == "slave" and p.link == "up" and p.replid == mp.replid:
+                    if (consul.record() or {}).get("replid") == mp.replid:
+                        return None
+                    consul.write_record({"master": master.id, "address": "%s:%d" % (master.address, master.port),
+                                         "replid": mp.replid})
+                    return mp.replid
+        if clock() >= end:
+            return None
+        sleep(0.1)
 
 
 def _audit(log, rec):

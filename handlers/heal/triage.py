@@ -25,7 +25,7 @@ from . import decide
 from ..consul import health, lighthttp, nodedump
 from ..service import history, observe
 from ..core.errors import ConsulError, EngineError, MedicError
-from ..service import heal_counts, heal_model
+from ..service import heal_counts, heal_model, members
 from ..consul import api
 
 
@@ -140,7 +140,7 @@ def split(specs, env, settings_for, engine, now, prefetch=None):
         for sp in group:
             try:
                 instances = health.parse_instances(entries.get(sp.service.lower(), []), sp.service)
-                instances = [i for i in instances if i.id]  # same shape as health/service
+                instances = members.counted(sp, [i for i in instances if i.id])  # same shape as health/service
                 obs = observe.match(instances, local.get((sp.scale.project, sp.scale.service), []), host, sp.scale)
                 hist = hists.get(sp.service, history.parse(None))
                 if settled(sp, obs, hist, now):

@@ -147,12 +147,13 @@ def _fsync_dir(d):
 
 
 class State:
-    """The last good servers per service, and the services currently degraded (alerted)."""
+    """The last good servers per service, the services currently degraded (alerted), and the
+    refusals of the trust boundary already audited and alerted (one line each)."""
 
     def __init__(self, path):
         self.path = path
 
-    EMPTY = {"servers": {}, "degraded": [], "reload_pending": False}
+    EMPTY = {"servers": {}, "degraded": [], "reload_pending": False, "refused": []}
 
     def load(self):
         """{"servers": {service: [server]}, "degraded": [service], "reload_pending": bool};
@@ -166,16 +167,17 @@ class State:
             if not isinstance(servers, dict):
                 raise ValueError("servers is not an object")
             return {"servers": servers, "degraded": list(data.get("degraded") or []),
-                    "reload_pending": bool(data.get("reload_pending"))}
+                    "reload_pending": bool(data.get("reload_pending")),
+                    "refused": [str(x) for x in data.get("refused") or []]}
         except (ValueError, AttributeError):
             return dict(self.EMPTY)
 
-    def save(self, servers, degraded, reload_pending=False):
+    def save(self, servers, degraded, reload_pending=False, refused=()):
         d, base = os.path.split(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix="." + base + ".", dir=d)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"servers": servers, "degraded": sorted(degraded), "reload_pending": reload_pending}, f,
-                      sort_keys=True, indent=1)
+            json.dump({"servers": servers, "degraded": sorted(degraded), "reload_pending": reload_pending,
+                       "refused": sorted(refused)}, f, sort_keys=True, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

@@ -29,17 +29,22 @@ class Renderer:
         self.variables = dict(variables or {})
         self.audit, self.alert, self.clock = audit, alert, clock
         self.beat = None  # called at every turn of the watch loop (metrics.beat while exporting)
+        self.refused = []
 
     def read(self):
         from ..consul.lighthttp import Connection
         with Connection(self.settings) as conn:
-            return instances.Reader(conn).view(**self.selection)
+            reader = instances.Reader(conn)
+            view = reader.view(**self.selection)
+        self.refused = reader.refused
+        return view
 
     def once(self):
         """One pass; returns an Outcome (raises MedicError only for bad input or Consul)."""
         t0 = self.clock()
         view = self.read()
         saved = self.state.load()
+        refusals = self._refusals(set(saved.get("refused") or ()))
         p = lb_render.plan(view, saved["servers"], self.env)
         text = lb_render.render(self.template, p, self.variables)
         rec = {"kind": "lb", "out": self.applier.out, "services": len(p.services),
@@ -55,16 +60,16 @@ class Renderer:
             why = str(e) if isinstance(e, lb_apply.ApplyError) else "cannot write %s: %s" % (
                 self.applier.out, e.strerror or e)
             if getattr(e, "written", False):  # the output is new, the server did not load it: retry next run
-                self.state.save(servers, degraded, reload_pending=True)
+                self.state.save(servers, degraded, reload_pending=True, refused=refusals)
             self._audit(dict(rec, action="reject", reason=why, written=getattr(e, "written", False)))
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, why))
-        self.state.save(servers, degraded)
+        self.state.save(servers, degraded, refused=refusals)
         self._alert_new(degraded, set(saved["degraded"]), p)
         rec["recovered"] = sorted(set(saved["degraded"]) - set(degraded))
         if getattr(self.applier, "reload_seconds", None) is not None:
             rec["reload_seconds"] = round(self.applier.reload_seconds, 4)
         took = self.clock() - t0
-        reasons = [r for _, r in p.kept + p.omitted]
+        reasons = [r for _, r in p.kept + p.omitted] + refusals
         action = "write" if result.written else "unchanged"
         self._audit(dict(rec, action=action, changed=result.changed, reloaded=result.reloaded,
                          seconds=round(took, 4),
@@ -74,6 +79,21 @@ class Renderer:
         if reasons:
             return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, "; ".join(reasons) + "; " + summary))
         return Outcome(Status.OK, runtime.status_line(Status.OK, summary))
+
+    def _refusals(self, before):
+        """What the trust boundary refused in this read -> [line] for the run's warning. A refusal
+        not already in the state (`before`) gets one audit record (action `refuse`) and an alert."""
+        from ..core import trust
+        lines = [trust.describe(r) for r in self.refused]
+        for r, line in zip(self.refused, lines):
+            if line in before:
+                continue
+            self._audit({"kind": "lb", "action": "refuse", "service": r.service, "instance": r.id,
+                         "field": r.field, "value": r.value, "reason": line})
+            if self.alert is not None:
+                self.alert({"kind": "warning", "service": r.service, "env": self.env, "action": "refuse",
+                            "reason": line})
+        return lines
 
     def _alert_new(self, degraded, before, p):
         if self.alert is None:

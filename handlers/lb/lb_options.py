@@ -15,15 +15,19 @@ def selection(names=(), prefix=None, tag=None, from_specs=False, specs=None, env
         raise UsageError("say which services: --service NAME, --prefix P, --tag T or --from-specs")
     if len(ways) > 1:
         raise UsageError("%s exclude each other" % " and ".join(ways))
+    owners = {}
     if from_specs:
+        from ..service import members
         from ..spec import spec
-        names = tuple(spec.load_dir(spec.specs_dir(specs), env))
+        loaded = spec.load_dir(spec.specs_dir(specs), env)
+        names = tuple(loaded)
         if not names:
             raise UsageError("--from-specs: no spec in %s" % spec.specs_dir(specs))
+        owners = {n: members.owner(sp) for n, sp in loaded.items()}
     for n in names:
         if not n or "/" in n:
             raise UsageError("--service %r is not a service name" % n)
-    return {"names": tuple(names), "prefix": prefix, "tag": tag}
+    return {"names": tuple(names), "prefix": prefix, "tag": tag, "owners": owners}
 
 
 def wait(raw):

@@ -54,7 +54,9 @@ def plan(view, last_good=None, env=None):
     `state` is the new last-good record ({service: [server]}) to save after a successful write;
     `kept` and `omitted` are [(service, reason)] for the run's warning.
     """
-    last_good = last_good or {}
+    from ..core import trust
+    last_good = {k: [trust.checked_server(s) for s in v if isinstance(s, dict) and trust.server_ok(s)]
+                 for k, v in (last_good or {}).items() if isinstance(v, list)}
     services, state, kept, omitted = [], {}, [], []
     for name in sorted(view):
         insts = view[name]
@@ -96,9 +98,14 @@ def listen_at(value, offset=0):
 
 
 def _environment(loader):
+    """autoescape is off (the output is not HTML); `finalize` (trust.finalize) refuses any printed
+    value that is not a checked value, a number or plain text without control or special characters."""
     import jinja2
+
+    from ..core import trust
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             finalize=trust.finalize)
     env.filters["listen_at"] = listen_at
     return env
 
@@ -127,9 +134,13 @@ def load_template(name_or_path):
 def render(template, p, variables=None):
     """Plan -> text. Raises UsageError when the template uses something that does not exist."""
     import jinja2
+
+    from ..core import trust
     from ..core.errors import UsageError
     try:
         return template.render(services=p.services, env=p.env, vars=dict(variables or {}))
+    except trust.TemplateRefused as e:
+        raise UsageError("template: %s" % e) from None
     except jinja2.UndefinedError as e:
         raise UsageError("template: %s (pass it with --var KEY=VALUE?)" % e.message) from None
     except jinja2.TemplateError as e:

@@ -54,6 +54,10 @@ def build():
                   help="With --heal-fallback: the heal role's token file (the registrar's token is never passed on).")
     @click.option("--heal-audit-log", "heal_audit_log", metavar="FILE",
                   help="With --heal-fallback: medic-heal's audit log [default: its own].")
+    @click.option("--http-checks-may-redirect", "may_redirect", is_flag=True, envvar="MEDIC_HTTP_CHECKS_MAY_REDIRECT",
+                  help="On an agent older than 1.9.17 (no DisableRedirects), register HTTP check labels as HTTP "
+                  "checks that follow redirects anyway, instead of the TCP check on the same port "
+                  "[env MEDIC_HTTP_CHECKS_MAY_REDIRECT].")
     @options.audit_log
     @click.option("--metrics-addr", "metrics_addr", metavar="HOST:PORT",
                   help="Serve Prometheus /metrics here while running, e.g. 127.0.0.1:9464.")
@@ -61,7 +65,7 @@ def build():
                   metavar="SECONDS", help="Seconds for each Docker engine API call.")
     @options.common
     def cmd(once, resync, ip, allow_loopback, internal, explicit, deregister, hostname, registrar_id, force_tags,
-            filters, probe, heal_fallback, heal_token_file, heal_audit_log, audit_log, metrics_addr, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
+            filters, probe, heal_fallback, heal_token_file, heal_audit_log, may_redirect, audit_log, metrics_addr, docker_timeout, specs, env, consul_addr, token, token_file, consul_timeout, verbose):
         from ..core import audit
         from . import reg_agent, reg_loop, reg_probe, reg_registrar, reg_wake
         from ..catalog import reg_model
@@ -82,6 +86,7 @@ def build():
                                  deregister)
         log = _logger(verbose)
         agent = reg_agent.Agent(s, env_name)
+        opts, http_note = _http_checks(opts, agent.version(), may_redirect)
         reg = reg_registrar.Registrar(opts, agent, reg_loop.docker_client(docker_timeout),
                                       audit.AuditLog(audit.audit_path(audit_log), secrets=[s.token]),
                                       filters=filters, log=log if verbose else None,
@@ -92,6 +97,9 @@ def build():
         if warning:
             log("warning: " + warning)
             reg.record({"action": "warning", "reason": warning})
+        if http_note:
+            log("warning: " + http_note)
+            reg.record({"action": "warning" if opts.http_checks == "follow" else "fallback", "reason": http_note})
         if once:
             d = reg.resync("--once")
             if reg.stats["refused"]:  # site: a write Consul refused (ACLs?) is not "registered"
@@ -135,6 +143,23 @@ def _daemon(reg, s, env_name, resync, filters, docker_timeout, log):
     return Outcome(Status.OK, runtime.status_line(Status.OK, "stopped by %s after %d registrations, %d deregistrations"
                                                   % (got[0] if got else "request", reg.stats["register"],
                                                      reg.stats["deregister"])))
+
+
+def _http_checks(opts, version, may_redirect):
+    """How HTTP check labels become checks on this agent -> (opts, a line to say or None)."""
+    from ..catalog import reg_checks
+    if reg_checks.redirects_can_be_disabled(version):
+        return opts._replace(http_checks="disable-redirects"), None
+    agent = "Consul %s" % version if version else "this Consul agent (version unknown)"
+    if may_redirect:
+        return opts._replace(http_checks="follow"), (
+            "%s cannot turn off redirects for HTTP checks (DisableRedirects needs 1.9.17, 1.10.10 or 1.11.5); "
+            "--http-checks-may-redirect: HTTP check labels are registered as HTTP checks that follow redirects"
+            % agent)
+    return opts._replace(http_checks="tcp"), (
+        "%s cannot turn off redirects for HTTP checks (DisableRedirects needs 1.9.17, 1.10.10 or 1.11.5): "
+        "HTTP check labels are registered as TCP checks on the same address and port, each said in its "
+        "check's Notes" % agent)
 
 
 def _resolve(host):

@@ -33,6 +33,14 @@ class Agent:
     def services(self):
         return self.conn.get_json(api.AGENT_SERVICES)[1] or {}
 
+    def version(self):
+        """The agent's Consul version ('1.8.7'), or None when it does not say."""
+        try:
+            doc = self.conn.get_json(api.AGENT_SELF)[1] or {}
+            return str((doc.get("Config") or {}).get("Version") or "") or None
+        except (ConsulError, AttributeError):
+            return None
+
     def checks(self):
         return self.conn.get_json(api.AGENT_CHECKS)[1] or {}
 

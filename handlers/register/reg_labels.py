@@ -10,7 +10,7 @@ import calendar
 import re
 import time
 
-from ..catalog.reg_checks import build_check
+from ..catalog.reg_checks import FALLBACK_PREFIX, build_check
 from ..catalog.reg_model import MAX_ID_LEN, MAX_META, MAX_PORTS, MAX_TAGS, META_CONTAINER, META_PROJECT, META_REGISTRAR, META_SERVICE, META_STARTED, MEDIC_META, RESERVED_ID_PREFIXES, RESERVED_IDS, RESERVED_NAMES, _META_KEY, Registration, Skip, split_tags, tag_problem
 from ..catalog.reg_roles import merge_tags
 
@@ -207,9 +207,11 @@ def registrations(inspect, opts, roles=None, exited=False):
                               "medic's)" % (len(meta), MAX_META, len(meta_base)), "refuse"))
             continue
         meta.update(meta_base)
-        check, refused = build_check(attrs, address, port)
+        check, refused = build_check(attrs, address, port, opts.http_checks)
         if refused:
             skips.append(Skip(who, sid, "check refused, registered with a critical check: " + refused, "refuse"))
+        elif check and str(check.get("Notes", "")).startswith(FALLBACK_PREFIX):
+            skips.append(Skip(who, sid, check["Notes"], "fallback"))
         regs.append(Registration(sid, name, address, port, tags, tuple(sorted(meta.items())),
                                  tuple(sorted(check.items())) if check else None, cid))
     return regs, skips

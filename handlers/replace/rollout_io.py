@@ -171,7 +171,7 @@ class ComposeDriver:
             if resp.status == 200:
                 done += 1
             elif resp.status != 404:  # 404: deregistered meanwhile (stopping): nothing to take out
-                raise EngineError("Consul: maintenance for %s: HTTP %d" % (sid, resp.status))
+                raise EngineError("Consul: maintenance for %r: HTTP %d" % (sid[:100], resp.status))
         return done
 
     def stop(self, cid, timeout=None):

@@ -8,7 +8,11 @@
 An instance passes when every one of its checks (node and service) is passing, as
 Consul's `?passing` filter means it. Its role is its `master` or `slave` tag (medic-tag /
 medic-register keep those), and its priority follows the F5 pools of the seed platform:
-master 10, slave 9, anything else 10.
+master 10, slave 9, anything else 10 - but 8 in a service where some instance has a role, so
+an untagged instance (anyone may register one) never shares the master's priority.
+
+Every instance passes the trust boundary (handlers/core/trust.py) and, when a spec names the
+service's owner, membership (handlers/service/members.py) first; the others are refusals.
 """
 import threading
 import time
@@ -20,6 +24,7 @@ from ..consul import api
 ROLES = ("master", "slave")
 PRIORITY = {"master": 10, "slave": 9}
 DEFAULT_PRIORITY = 10
+UNTAGGED_AMONG_ROLES = 8
 
 Instance = namedtuple("Instance", "id address port tags role node passing priority status")
 
@@ -53,26 +58,26 @@ def select(catalog, names=(), prefix=None, tag=None):
     return sorted(out)
 
 
-def _status(checks):
-    states = [c.get("Status") for c in checks or ()]
-    for s in ("critical", "warning"):
-        if s in states:
-            return s
-    return "passing"
-
-
 def instances(name, entries):
-    """Health entries of one service -> [Instance], sorted by (address, port, id)."""
-    out = []
-    for e in entries or ():
-        svc, node = e.get("Service") or {}, e.get("Node") or {}
-        tags = tuple(svc.get("Tags") or ())
-        role = role_of(tags)
-        status = _status(e.get("Checks"))
-        out.append(Instance(svc.get("ID") or name, svc.get("Address") or node.get("Address") or "",
-                            int(svc.get("Port") or 0), tags, role, node.get("Node") or "",
-                            status == "passing", PRIORITY.get(role, DEFAULT_PRIORITY), status))
-    return sorted(out, key=lambda i: (i.address, i.port, i.id))
+    """Health entries of one service -> [Instance] that passed the trust boundary (handlers/core/trust.py),
+    sorted by (address, port, id); the refused ones are left out (checked_instances returns them)."""
+    return checked_instances(name, entries)[0]
+
+
+def checked_instances(name, entries, owner=None):
+    """-> ([Instance] sorted by (address, port, id), [trust.Refusal]); `owner` (members.Owner):
+    only that owner's instances count, the others are refused."""
+    from . import members
+    from ..core import trust
+    good, refused = trust.entries(name, entries)
+    good, foreign = members.split(good, owner)
+    refused += [trust.Refusal(name, f.id, "owner", trust.printable(members.of(f.meta)),
+                              "not %s" % members.describe(owner), False) for f in foreign]
+    roles = [role_of(f.tags) for f in good]
+    untagged = UNTAGGED_AMONG_ROLES if any(roles) else DEFAULT_PRIORITY
+    out = [Instance(f.id, f.address, f.port, f.tags, role, f.node, f.status == "passing",
+                    PRIORITY.get(role, untagged), f.status) for f, role in zip(good, roles)]
+    return sorted(out, key=lambda i: (i.address, i.port, i.id)), refused
 
 
 class Reader:
@@ -80,6 +85,7 @@ class Reader:
 
     def __init__(self, conn):
         self.conn = conn
+        self.refused = []  # [trust.Refusal] of the last view()
 
     def catalog(self):
         return self.conn.get_json(api.CATALOG_SERVICES)[1] or {}
@@ -87,10 +93,22 @@ class Reader:
     def health(self, name):
         return self.conn.get_json(api.health_service(name))[1] or []
 
-    def view(self, names=(), prefix=None, tag=None):
-        """{service name: [Instance]} for the selected services."""
-        chosen = select(self.catalog(), names, prefix, tag)
-        return {name: instances(name, self.health(name)) for name in chosen}
+    def view(self, names=(), prefix=None, tag=None, owners=None):
+        """{service name: [Instance]} for the selected services; what the trust boundary or
+        membership (`owners`: {name: members.Owner}) refused is in self.refused."""
+        from ..core import trust
+        self.refused, out = [], {}
+        for name in select(self.catalog(), names, prefix, tag):
+            try:
+                name = trust.service_name(name)
+            except trust.Refused as e:
+                self.refused.append(trust.Refusal(trust.printable(name), "-", "service", trust.printable(name),
+                                                  e.reason, False))
+                continue
+            good, refused = checked_instances(name, self.health(name), (owners or {}).get(name))
+            out[name] = good
+            self.refused.extend(refused)
+        return out
 
 
 class Changes:

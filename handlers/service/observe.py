@@ -240,7 +240,9 @@ def observe(spec, conn, engine):
 
 def observe_with(spec, read_instances, engine):
     """The same, with Consul's answer from `read_instances(service) -> (index, [Instance])`."""
+    from . import members
     index, instances = read_instances(spec.service)
+    instances = members.counted(spec, instances)  # only the owner's instances count (handlers/service/members.py)
     local = engine_containers(engine, spec.scale)
     host = engine_host(engine) if spec.scale.driver == "compose" else None
     return index, match(instances, local, host, spec.scale)

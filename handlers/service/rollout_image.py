@@ -9,14 +9,14 @@ the service was rolled to, not the one the compose file names.
 
 The override is JSON (compose reads YAML, and JSON is YAML):
     {"services": {"<compose service>": {"image": "<image>"}}}
-written atomically under MEDIC_OVERRIDE_DIR (default: <tmp>/consul-medic-overrides),
+written atomically under MEDIC_OVERRIDE_DIR (default: <medic's own directory>/overrides, see
+handlers/core/private.py: 0700, owned by medic's user, never a symlink; anything else is refused),
 one file per (project, service, image), so concurrent writers never clash.
 """
 import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
 
 from ..core import keys
@@ -81,37 +81,25 @@ def compose_files(client, env, spec):
 
 
 def override_dir(environ=None):
+    from ..core import private
     env = os.environ if environ is None else environ
-    return env.get("MEDIC_OVERRIDE_DIR") or os.path.join(tempfile.gettempdir(), "consul-medic-overrides")
+    return env.get("MEDIC_OVERRIDE_DIR") or os.path.join(private.medic_dir(env), "overrides")
 
 
 def compose_override(spec, image, directory=None):
     """Path of a compose override file setting `image` for the spec's compose service."""
+    from ..core import private
     check_ref(image)
-    doc = json.dumps({"services": {spec.scale.service: {"image": image}}}, sort_keys=True) + "\n"
+    doc = (json.dumps({"services": {spec.scale.service: {"image": image}}}, sort_keys=True) + "\n").encode()
     directory = directory or override_dir()
-    os.makedirs(directory, mode=0o755, exist_ok=True)
     digest = hashlib.sha256(("%s\0%s\0%s" % (spec.scale.project, spec.scale.service, image)).encode()).hexdigest()
-    path = os.path.join(directory, "%s-%s-%s.json" % (spec.scale.project, spec.scale.service, digest[:12]))
+    name = "%s-%s-%s.json" % (spec.scale.project, spec.scale.service, digest[:12])
     try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == doc:
-                return path
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=".override-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(doc)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+        if private.read(directory, name, 64 * 1024) == doc:
+            return os.path.join(directory, name)
+        return private.write(directory, name, doc)
+    except OSError as e:
+        raise UsageError("compose override directory %s: %s" % (directory, e.strerror or e)) from None
 
 
 def _reason(e):

@@ -33,13 +33,15 @@ _DURATIONS = {"check": ("interval", "timeout"),
 Scale = namedtuple("Scale", "driver project file service")
 CheckPolicy = namedtuple("CheckPolicy", sorted(CHECK_DEFAULTS))
 HealPolicy = namedtuple("HealPolicy", sorted(HEAL_DEFAULTS))
-Spec = namedtuple("Spec", "service instances scale check heal notify env consul_addr path environments")
+Spec = namedtuple("Spec", "service instances scale check heal notify env consul_addr path environments membership",
+                  defaults=("owner",))
 Spec.__doc__ = """One service's declared state, with the selected environment's overrides applied.
 
 service: Consul service name; instances: how many must pass; scale: Scale;
 check: CheckPolicy; heal: HealPolicy; notify: read-only mapping; env: selected
 environment name or None; consul_addr: that environment's Consul address or None;
-path: the spec file; environments: names of the environments the file defines."""
+path: the spec file; environments: names of the environments the file defines;
+membership: "owner" (only the compose owner's instances count, handlers/service/members.py) or "any"."""
 
 
 def specs_dir(explicit=None, environ=None):
@@ -190,7 +192,7 @@ def build(doc, path, env=None):
     scale = Scale(sc["driver"], sc.get("project"), sc.get("file"), sc["service"])
     return Spec(m["service"], m["instances"], scale,
                 CheckPolicy(**m["check"]), HealPolicy(**m["heal"]), _freeze(m["notify"]),
-                env, m["consul_addr"], path, tuple(sorted(doc["environments"])))
+                env, m["consul_addr"], path, tuple(sorted(doc["environments"])), doc.get("membership") or "owner")
 
 
 def load_file(path, env=None, use_cache=True):

@@ -1,7 +1,9 @@
 """The spec cache: a validated, normalised spec document per file, so the hot path skips jsonschema.
 
 Keyed by the file's inode, mtime and size and the schema's mtime and size; stored
-as marshal under $MEDIC_CACHE_DIR (empty: off) or $XDG_CACHE_HOME/consul-medic.
+as marshal under $MEDIC_CACHE_DIR (empty: off) or $XDG_CACHE_HOME/consul-medic, a directory
+medic owns (handlers/core/private.py: 0700, its owner checked, never through a symlink; a file that
+is not a regular file of medic's user is a miss).
 A whole specs directory also has one entry (`dir_get`/`dir_put`), keyed by every
 file's name, inode, mtime and size: a pass over 1,000 specs opens one cache file,
 not 1,000. The cache is an optimisation only: every failure reads as a miss.
@@ -49,21 +51,20 @@ def dir_put(cdir, realdir, key, docs):
 
 
 def get(cdir, real, key, prefix="spec"):
+    from ..core import private
     try:
-        with open(_file(cdir, real, prefix), "rb") as f:
-            stored_key, doc = marshal.load(f)
+        raw = private.read(cdir, os.path.basename(_file(cdir, real, prefix)))
+        if raw is None:
+            return None
+        stored_key, doc = marshal.loads(raw)
     except (OSError, ValueError, EOFError, TypeError):
         return None
     return doc if stored_key == key else None
 
 
 def put(cdir, real, key, doc, prefix="spec"):
+    from ..core import private
     try:
-        os.makedirs(cdir, mode=0o700, exist_ok=True)
-        target = _file(cdir, real, prefix)
-        tmp = "%s.%d.tmp" % (target, os.getpid())
-        with open(tmp, "wb") as f:
-            marshal.dump((key, doc), f)
-        os.replace(tmp, target)
+        private.write(cdir, os.path.basename(_file(cdir, real, prefix)), marshal.dumps((key, doc)))
     except (OSError, ValueError):
         pass  # the cache is an optimisation only

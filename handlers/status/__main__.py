@@ -87,8 +87,9 @@ def row(sp, env, conn_opts, engine, records, now):
                 r["passing"], r["pending"] = counts.passing, counts.pending
                 r["failing"], r["stopped"] = counts.failing, counts.stopped
             else:
+                from ..service import members
                 _, instances = observe.consul_instances(conn, sp.service)
-                r["passing"] = sum(1 for i in instances if i.passing)
+                r["passing"] = sum(1 for i in members.counted(sp, instances) if i.passing)
         hist = _history(st, env, sp.service)
         r["circuit"] = "open since %s" % _iso(hist.circuit) if hist.circuit is not None else "closed"
         if hist.actions:
@@ -98,6 +99,7 @@ def row(sp, env, conn_opts, engine, records, now):
         r["paused"] = _paused(st, env, sp.service, now)  # medic-heal --pause
     except MedicError as e:
         r["error"] = "%s: %s" % (e.kind, e)
+        r["state"] = Status.UNKNOWN.name  # a read it depends on failed: never shown as OK or CRITICAL
     return r
 
 
@@ -118,14 +120,18 @@ def _iso(t):
 
 # -- the operator's pause (medic-heal --pause), read-only ------------------------------------
 def _paused(st, env, service, now):
-    """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None."""
-
+    """'paused by X: reason (until T)' when medic-heal --pause is in force for the service, else None.
+    Only a clean 200 or 404 says; any other answer (403, 500, ...) raises ConsulError: UNKNOWN."""
     from ..consul import lighthttp
+    from ..core.errors import ConsulError
     from ..service import pause
 
     key = pause.pause_key(env, service)
     with lighthttp.Connection(st) as conn:
-        raw = api.kv_read(conn, key)  # fails closed: a refused or broken read is no "not paused"
+        try:
+            raw = api.kv_read(conn, key)  # fails closed: a refused or broken read is no "not paused"
+        except ConsulError as e:
+            raise ConsulError("%s: cannot say whether it is paused" % e) from None
     p = pause.active(pause.parse(raw), now)
     return pause.describe(p) if p else None
 

@@ -126,8 +126,10 @@ def world(acl_agent, tmp_path, unique):
 
 
 def register_ttl(agent, sid, service, status="passing"):
+    """An instance of the world's compose owner (project site<unique>, service web), as medic-register writes it."""
+    owner = {"medic_compose_project": service.split(".")[0].replace("-", ""), "medic_compose_service": "web"}
     agent.api("/v1/agent/service/register", "PUT",
-              {"ID": sid, "Name": service, "Port": 80, "Check": {"TTL": "10m", "Status": status}})
+              {"ID": sid, "Name": service, "Port": 80, "Meta": owner, "Check": {"TTL": "10m", "Status": status}})
     verb = {"passing": "pass", "critical": "fail"}[status]
     agent.api("/v1/agent/check/%s/service:%s" % (verb, sid), "PUT")
 

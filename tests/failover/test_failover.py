@@ -14,26 +14,30 @@ def node(i, port, tag, probe, passing=True):
 
 def test_healthy_pair_is_a_noop():
     d = decide([node("a", 7001, "master", M), node("b", 7002, "slave", rep(100))],
-               {"master": "a", "address": "10.0.0.1:7001"})
+               {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
     assert (d.action, d.master, d.promote, d.retag_slave, d.replicate, d.record, d.alert) == (
         "noop", "a", None, (), (), None, False)
+    # a record without the master's replication ID (written before it was kept) is completed
+    d = decide([node("a", 7001, "master", M), node("b", 7002, "slave", rep(100))],
+               {"master": "a", "address": "10.0.0.1:7001"})
+    assert d.action == "repair" and d.record == {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"}
 
 
 def test_master_lost_promotes_the_replica_with_the_highest_offset():
     nodes = [node("b", 7002, "slave", rep(90, link="down")), node("c", 7003, "slave", rep(95, link="down")),
              node("d", 7004, "slave", rep(95, link="down"))]
-    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001"})
+    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
     assert d.action == "failover" and d.master == "c" and d.promote == "c"   # tie 95/95 -> lowest id
     assert d.retag_slave == ("a",)                                          # the lost master, in KV
     assert d.replicate == ("b", "d")
-    assert d.record == {"master": "c", "address": "10.0.0.1:7003"}
+    assert d.record == {"master": "c", "address": "10.0.0.1:7003", "replid": None}  # failover_core: the new ID
     assert d.alert and "master a lost: promote replica c (offset 95" in d.reason
 
 
 def test_failing_or_unreachable_replicas_are_not_candidates():
     nodes = [node("b", 7002, "slave", rep(99), passing=False), node("c", 7003, "slave", None),
              node("d", 7004, "slave", rep(10))]
-    d = decide(nodes, {"master": "a"})
+    d = decide(nodes, {"master": "a", "replid": "R1"})
     assert d.master == "d"
 
 
@@ -74,7 +78,7 @@ def test_split_brain_without_record_keeps_the_highest_offset():
 def test_master_restarted_empty_is_replaced_before_replicas_resync():
     nodes = [node("a", 7001, "master", Probe("master", 0, None, None, None, "R2")),
              node("b", 7002, "slave", rep(500, link="down")), node("c", 7003, "slave", rep(480, link="down"))]
-    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001"})
+    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
     assert d.action == "failover" and d.master == "b" and d.promote == "b"
     assert d.retag_slave == ("a",) and d.replicate == ("a", "c") and d.alert
     assert "master a came back with offset 0, behind replica b at 500" in d.reason
@@ -84,7 +88,7 @@ def test_a_replica_probed_after_a_busy_master_is_not_a_restart():
     # same replication ID: the replica's offset was read a moment after the master's
     nodes = [node("a", 7001, "master", Probe("master", 100, None, None, None, "R1")),
              node("b", 7002, "slave", rep(130))]
-    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001"})
+    d = decide(nodes, {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
     assert d.action == "noop" and d.master == "a"
 
 
@@ -99,7 +103,8 @@ def test_bootstrap_without_record_picks_highest_offset_then_lowest_id():
              node("a", 7001, "slave", Probe("master", 0, None, None, None))]
     d = decide(nodes, None)
     assert d.action == "bootstrap" and d.master == "a" and d.promote is None
-    assert d.replicate == ("b",) and d.record == {"master": "a", "address": "10.0.0.1:7001"} and not d.alert
+    assert d.replicate == ("b",) and not d.alert
+    assert d.record == {"master": "a", "address": "10.0.0.1:7001", "replid": None}
 
 
 def test_new_untagged_instance_becomes_tagged_replica():
@@ -128,3 +133,28 @@ def test_redis_example_spec_is_valid():
     s = spec.load_file(path, use_cache=False)
     assert s.service == "redis.example.com" and s.instances == 3
     assert os.path.exists(s.scale.file)
+
+
+def test_an_impostor_claiming_a_replica_with_a_huge_offset_and_another_history_is_never_promoted():
+    rogue = Node("evil", "10.0.0.66", 6379, "slave", True, Probe("slave", 10 ** 12, "10.0.0.66", 1, "up", "EVIL"))
+    # the master is lost: only the replica sharing the recorded history may be promoted
+    d = decide([node("b", 7002, "slave", rep(90, link="down")), rogue],
+               {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
+    assert d.action == "failover" and d.promote == "b" and "evil" in d.replicate
+    # only impostors: nothing promoted, alerted
+    d = decide([rogue], {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
+    assert (d.action, d.promote, d.alert) == ("hold", None, True)
+    assert "no replica shares its replication ID R1: refused evil (replication ID EVIL)" in d.reason
+    # no replication ID recorded: no way to tell, nothing promoted
+    d = decide([node("b", 7002, "slave", rep(90))], {"master": "a", "address": "10.0.0.1:7001"})
+    assert d.action == "hold" and "no replication ID is recorded" in d.reason
+    # the master is alive: a replica 'ahead' with another history is not a sign of a restart
+    d = decide([node("a", 7001, "master", M), rogue], {"master": "a", "address": "10.0.0.1:7001", "replid": "R1"})
+    assert d.action == "repair" and d.master == "a" and d.promote is None and d.replicate == ("evil",)
+
+
+def test_a_replica_whose_previous_id_is_the_masters_may_be_promoted():
+    # a replica that already moved on (PSYNC after a failover) keeps the old ID as master_replid2
+    moved = Probe("slave", 50, "10.0.0.1", 7001, "down", "R9", "R1")
+    d = decide([node("b", 7002, "slave", moved)], {"master": "a", "replid": "R1"})
+    assert d.action == "failover" and d.promote == "b"

@@ -90,11 +90,11 @@ def test_four_declared_three_here_one_remote_lost(consul_agent, make_world):
     w.up(3)
     w.register()
     remote = "lost-host-" + w.project
-    sh.register_remote(consul_agent, w.service, remote, status="passing")
+    sh.register_remote(consul_agent, w.service, remote, status="passing", project=w.project)
     w.wait_passing(4)
     r = w.heal(input=sh.health_payload(consul_agent, w.service))
     assert r.returncode == 0 and ": noop:" in r.stdout and "3 here, 1 elsewhere" in r.stdout, r.stdout
-    sh.register_remote(consul_agent, w.service, remote, status="critical", lost=True)  # the host is lost
+    sh.register_remote(consul_agent, w.service, remote, status="critical", lost=True, project=w.project)  # the host is lost
     support.wait_for(lambda: w.passing() == 3, what="the remote instance critical")
     payload = sh.health_payload(consul_agent, w.service)
     r = w.heal(input=payload)
@@ -282,7 +282,7 @@ def test_a_remote_instance_failing_on_a_live_node_is_its_hosts_business_first(co
     w.up(3)
     w.register()
     remote = "live-host-" + w.project
-    sh.register_remote(consul_agent, w.service, remote, status="critical")  # serfHealth passing
+    sh.register_remote(consul_agent, w.service, remote, status="critical", project=w.project)  # serfHealth passing
     w.wait_passing(3)
     r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0", MEDIC_DEFER="off"))
     assert r.returncode == 0 and ": hold:" in r.stdout and "fail on other live hosts (node %s)" % remote in r.stdout, \

@@ -190,10 +190,11 @@ def test_a_failed_reload_is_retried_on_the_next_unchanged_run(tmp_path):
 
 def test_state_roundtrip_and_bad_file(tmp_path):
     st = lb_apply.State(str(tmp_path / "s.json"))
-    empty = {"servers": {}, "degraded": [], "reload_pending": False}
+    empty = {"servers": {}, "degraded": [], "reload_pending": False, "refused": []}
     assert st.load() == empty
-    st.save({"web": [{"id": "a"}]}, ["web"], reload_pending=True)
-    assert st.load() == {"servers": {"web": [{"id": "a"}]}, "degraded": ["web"], "reload_pending": True}
+    st.save({"web": [{"id": "a"}]}, ["web"], reload_pending=True, refused=["web: instance left out x"])
+    assert st.load() == {"servers": {"web": [{"id": "a"}]}, "degraded": ["web"], "reload_pending": True,
+                         "refused": ["web: instance left out x"]}
     (tmp_path / "s.json").write_text("{not json")
     assert st.load() == empty
 
