@@ -134,6 +134,8 @@ def finalize(value):
                               % (printable(value), "".join(sorted(SPECIAL))))
     if value is None:
         raise TemplateRefused("template output None")
+    if type(value).__name__.endswith("Undefined"):
+        str(value)  # Jinja's StrictUndefined raises here, naming what the template asked for
     raise TemplateRefused("template output of type %s: only checked values, numbers and plain text are "
                           "printed" % type(value).__name__)
 
