@@ -3,12 +3,9 @@ from ..core.errors import ConsulError, EngineError
 
 
 def docker_client(timeout):
-    """docker.from_env (DOCKER_HOST honoured) with an explicit timeout."""
-    import docker
-    try:
-        return docker.from_env(timeout=timeout)
-    except Exception as e:
-        raise EngineError("cannot reach the Docker engine: %s" % e) from None
+    """The docker SDK's client (DOCKER_HOST honoured; the event stream) with an explicit timeout."""
+    from ..engine import engine
+    return engine.connect(timeout=timeout, sdk=True, ping=False)
 
 
 class EventPump:

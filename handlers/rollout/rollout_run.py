@@ -51,7 +51,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
                              secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
     client = settings.make_client(st)
     # the docker SDK: a rollout needs the image API the light client (handlers/engine.py) leaves out
-    engine = (engine_factory or (lambda: engine_mod.sdk_client(ENGINE_TIMEOUT)))()
+    engine = (engine_factory or (lambda: engine_mod.connect(timeout=ENGINE_TIMEOUT, sdk=True)))()
 
     def audit(rec):
         try:

@@ -51,10 +51,10 @@ def consul_instances(conn, service):
 
 # -- engine ----------------------------------------------------------------------
 def engine_client(timeout=10.0):
-    """A Docker engine client that answered a ping: the light one (handlers/engine.py: HTTP over
-    DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
+    """A Docker engine client that answered a ping: the light one (handlers/engine/engine.py: HTTP
+    over DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
     from ..engine import engine
-    return engine.client(timeout)
+    return engine.connect(timeout=timeout)
 
 
 class LocalContainer:
