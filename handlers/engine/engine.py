@@ -122,7 +122,7 @@ class Client(Transport):
         if self._sdk is not None:
             try:
                 self._sdk.close()
-            except Exception:
+            except failures():
                 pass
             self._sdk = None
 

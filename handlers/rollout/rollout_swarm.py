@@ -16,7 +16,7 @@ import time
 from ..core import runtime
 from ..core.errors import EngineError
 from ..core.status import Outcome, Status
-from ..engine.engine import failures, swarm_update
+from ..engine.engine import failures as engine_failures, swarm_update
 
 DONE = ("completed",)
 ROLLED_BACK = ("rollback_completed",)
@@ -41,7 +41,7 @@ class SwarmRoll:
     def _service(self):
         try:
             return self.engine.services.get(self.name)
-        except failures() as e:
+        except engine_failures() as e:
             raise EngineError("Swarm service %s: %s" % (self.name, str(e).splitlines()[0][:200])) from None
 
     def run(self, ref, dry_run=False, abort=False):
@@ -65,7 +65,7 @@ class SwarmRoll:
             cfg = dict(parallelism=1, order="start-first", delay=0, monitor=int(self.deadline * 1e9))
             try:
                 swarm_update(svc, ref, dict(cfg, failure_action="rollback"), dict(cfg, failure_action="pause"))
-            except failures() as e:
+            except engine_failures() as e:
                 raise EngineError("Swarm: updating %s failed: %s" % (self.name, str(e).splitlines()[0][:200])) \
                     from None
             self.out.line("%s: Swarm rolling update %s -> %s started" % (self.name, current, ref))
