@@ -112,8 +112,9 @@ def _record(item):
         return None
 
 
-# what starting a deferred run raises: Popen's errors, a missing sibling, deferred runs off (RuntimeError)
-_SPAWN_FAILURES = (OSError, ValueError, subprocess.SubprocessError, MedicError, RuntimeError)
+# what starting a deferred run raises: Popen's errors (TypeError: a None in argv or env), deferred
+# runs off (RuntimeError), a MedicError of the run's own parts
+_SPAWN_FAILURES = (OSError, ValueError, TypeError, subprocess.SubprocessError, MedicError, RuntimeError)
 
 
 def arrange(client, env, service, at, spawn, now):
