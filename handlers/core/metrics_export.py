@@ -169,7 +169,7 @@ def _version():
     try:
         from importlib.metadata import version
         return version("consul-medic")
-    except Exception:
+    except (ImportError, ValueError, LookupError):  # PackageNotFoundError is an ImportError
         return "unknown"
 
 

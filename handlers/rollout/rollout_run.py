@@ -12,7 +12,7 @@ import time
 
 from ..core import audit as audit_mod
 from ..core import runtime
-from ..core.errors import UsageError
+from ..core.errors import EngineError, UsageError
 from ..core.status import Outcome, Status
 from ..core.progress import Progress
 
@@ -53,7 +53,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
                              secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
     client = settings.make_client(st)
     # the docker SDK: a rollout needs the image API the light client (handlers/engine/engine.py) leaves out
-    engine = (engine_factory or (lambda: engine_mod.sdk_client(ENGINE_TIMEOUT)))()
+    engine = (engine_factory or (lambda: engine_mod.connect(timeout=ENGINE_TIMEOUT, sdk=True)))()
 
     def audit(rec):
         try:
@@ -103,7 +103,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         finally:
             try:
                 engine.close()
-            except Exception:
+            except engine_mod.failures():
                 pass
 
 
@@ -111,5 +111,5 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
 def _warm(driver):
     try:
         driver.base
-    except Exception:
+    except EngineError:
         pass  # the first compose run asks again and reports it
