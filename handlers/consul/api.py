@@ -68,6 +68,17 @@ def session(op, session_id=None):
     return "/v1/session/%s%s" % (op, "/" + segment(session_id) if session_id else "")
 
 
+def next_index(previous, answered):
+    """The index of a blocking query's next call, by Consul's rules: one that went backwards (an
+    agent restarted, a snapshot restored) starts again from 0; one below 1 counts as 1; no index in
+    the answer keeps the previous one."""
+    if answered is None:
+        return previous
+    if previous is not None and answered < previous:
+        return 0
+    return max(int(answered), 1)
+
+
 def _fail(method, path, resp, conn):
     from ..core.errors import ConsulError
     text = resp.body[:200].decode("utf-8", "replace").strip().splitlines()

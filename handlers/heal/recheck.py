@@ -31,6 +31,7 @@ import os
 import socket
 import subprocess
 
+from ..consul import api
 from ..core import keys
 from ..consul.lock import process_alive
 from ..consul.consul_errors import failures as consul_failures
@@ -94,10 +95,11 @@ def wait_dirty(client, env, service, until, clock, chunk=3.0):
         if remaining <= 0:
             return False
         try:
-            if index is None:
-                index, item = client.kv.get(key)
+            if not index:
+                answered, item = client.kv.get(key)
             else:
-                index, item = client.kv.get(key, index=index, wait="%dms" % max(1, int(min(remaining, chunk) * 1000)))
+                answered, item = client.kv.get(key, index=index, wait="%dms" % max(1, int(min(remaining, chunk) * 1000)))
+            index = api.next_index(index, answered)
         except consul_failures():
             return False
         if item:

@@ -153,10 +153,7 @@ class Changes:
                 if (index is not None and new != index) or lost:
                     self.queue.put(("change", path, new))   # after an outage: whatever changed meanwhile
                     lost = False
-                # Consul's advice: an index that goes backwards resets the query
-                index = new if index is None or new >= index else None
-                if new < 1:
-                    index = None
+                index = api.next_index(index, new) or None  # backwards: the query starts again
 
 
 def coalesce(queue, first_at, wait_min, wait_max, clock=time.monotonic):

@@ -29,3 +29,11 @@ def test_no_segment_escapes(s):
         assert "/" not in tail and "?" not in tail and "#" not in tail
         assert all(0x21 <= ord(c) < 0x7f for c in path)
     assert all(0x21 <= ord(c) < 0x7f for c in api.kv(s))
+
+
+def test_blocking_index_rules():
+    assert api.next_index(None, 42) == 42
+    assert api.next_index(42, 57) == 57
+    assert api.next_index(57, 12) == 0          # went backwards: start again
+    assert api.next_index(None, 0) == 1         # never below 1
+    assert api.next_index(7, None) == 7         # no index in the answer: keep ours
