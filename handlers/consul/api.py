@@ -74,9 +74,10 @@ def next_index(previous, answered):
     the answer keeps the previous one."""
     if answered is None:
         return previous
-    if previous is not None and answered < previous:
+    answered = int(answered)  # py-consul hands the X-Consul-Index header over as text
+    if previous is not None and answered < int(previous):
         return 0
-    return max(int(answered), 1)
+    return max(answered, 1)
 
 
 def _fail(method, path, resp, conn):

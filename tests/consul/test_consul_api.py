@@ -37,3 +37,4 @@ def test_blocking_index_rules():
     assert api.next_index(57, 12) == 0          # went backwards: start again
     assert api.next_index(None, 0) == 1         # never below 1
     assert api.next_index(7, None) == 7         # no index in the answer: keep ours
+    assert api.next_index("57", "12") == 0 and api.next_index(None, "42") == 42  # py-consul: text
