@@ -101,6 +101,15 @@ class AuditLog:
             self._fd, self._id = None, None
 
 
+def write_or_skip(log, record):
+    """Write `record` to `log` (None: no log); a log that cannot be written never stops the caller."""
+    if log is not None:
+        try:
+            log.write(record)
+        except OSError:
+            pass
+
+
 def observe(record):
     """Hand a record to the sinks (also one a handler decided not to write: a repeated noop)."""
     for sink in SINKS:

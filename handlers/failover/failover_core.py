@@ -23,7 +23,7 @@ import time
 
 from . import failover_decide, failover_io
 from ..consul import lock
-from ..core import runtime
+from ..core import audit as audit_mod, runtime
 from ..core.status import Outcome, Status
 
 
@@ -48,7 +48,7 @@ def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monoton
     holder = lock.ServiceLock(client, env, service).holder() or {}
     why = "lock held by %s (%s) for %.0f s: not acting" % (holder.get("operation", "?"), holder.get("host", "?"),
                                                            lock_wait)
-    _audit(audit, dict(rec, action="hold", reason=why))
+    audit_mod.write_or_skip(audit, dict(rec, action="hold", reason=why))
     return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
 
 
@@ -60,12 +60,12 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec, owner, auth):
         paused = consul.paused()
         if paused:
             why = "paused (%s): not acting" % (paused.reason or "no reason given")
-            _audit(audit, dict(rec, action="hold", reason=why))
+            audit_mod.write_or_skip(audit, dict(rec, action="hold", reason=why))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
         nodes = consul.nodes()
         for r in consul.refused:  # never probed, promoted or sent REPLICAOF
             line = trust.describe(r)
-            _audit(audit, dict(rec, action="refuse", instance=r.id, field=r.field, reason=line))
+            audit_mod.write_or_skip(audit, dict(rec, action="refuse", instance=r.id, field=r.field, reason=line))
             if alert is not None:
                 alert({"kind": "warning", "service": service, "env": env, "action": "failover:refuse",
                        "reason": line})
@@ -76,7 +76,7 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec, owner, auth):
         rec.update(action=d.action, master=d.master, promote=d.promote, retag_slave=list(d.retag_slave),
                    replicate=list(d.replicate), record_before=record, seen=seen, reason=d.reason)
         if d.action == "hold":
-            _audit(audit, rec)
+            audit_mod.write_or_skip(audit, rec)
             _alert(alert, "critical", service, env, d)
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, "%s: %s" % (service, d.reason)))
         steps = []
@@ -84,11 +84,11 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec, owner, auth):
             _execute(d, {n.id: n for n in nodes}, consul, tagger, steps, auth)
         except Exception as e:  # noqa: BLE001 boundary: a failover stopped midway is audited with its steps, alerted, one CRITICAL line
             msg = "%s: %s failed after %s: %s" % (service, d.action, ", ".join(steps) or "no step", e)
-            _audit(audit, dict(rec, steps=steps, error=str(e), result="failed"))
+            audit_mod.write_or_skip(audit, dict(rec, steps=steps, error=str(e), result="failed"))
             _alert(alert, "critical", service, env, d, msg)
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, msg))
     took = round(clock() - t0, 3)
-    _audit(audit, dict(rec, steps=steps, result="done", seconds=took))
+    audit_mod.write_or_skip(audit, dict(rec, steps=steps, result="done", seconds=took))
     if d.alert:
         _alert(alert, "warning", service, env, d)
     return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s, master %s: %s (%.2f s)" % (
@@ -152,14 +152,6 @@ def follow_replid(consul, master, replicas, auth, wait=5.0, sleep=time.sleep, cl
         if clock() >= end:
             return None
         sleep(0.1)
-
-
-def _audit(log, rec):
-    if log is not None:
-        try:
-            log.write(rec)
-        except OSError:
-            pass
 
 
 def _alert(alert, kind, service, env, d, reason=None):
