@@ -23,6 +23,7 @@ NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this lo
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
 _NO_ADDR = namedtuple("NoAddr", "consul_addr")(None)  # a spec that names no Consul address
+NO_ADDR = _NO_ADDR
 Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
 Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
 
@@ -37,6 +38,13 @@ class ConsulAccess:
         self.st = st
         self.client = consul_light.Client(st)
         self.renew_client = consul_light.Client(st)
+
+    def node_name(self):
+        """The local agent's node name (GET /v1/agent/self), or None."""
+        from . import lighthttp
+        with lighthttp.Connection(self.st) as conn:
+            _, me, _ = conn.get_json("/v1/agent/self")
+        return ((me or {}).get("Config") or {}).get("NodeName") or None
 
     def instances(self, service):
         from . import lighthttp, observe

@@ -24,7 +24,7 @@ def _index(environ):
 
 def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_for=None, reason=None,
         not_before=None, dry_run=False, audit_log=None, specs=None, env=None, conn=None, stdin=None, environ=None,
-        engine_factory=None, scaler_factory=None, clock=time.time, parts=None):
+        engine_factory=None, scaler_factory=None, clock=time.time, parts=None, changes=False):
     """The whole run -> Outcome."""
     from . import heal_admin, heal_select, healer, settings, spec as spec_mod
 
@@ -38,12 +38,17 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
         raise UsageError("--for and --reason go with --pause")
     if not_before is not None and not services:
         raise UsageError("--not-before goes with --service")
-    sel = None
+    sel, seen = None, None
+    if changes and modes:
+        raise UsageError("--changes goes with a checks watch payload on stdin")
     if not modes:
         if stdin is None or stdin.isatty():
             raise UsageError("no payload: stdin is a terminal; use --service NAME, --all or a watch payload")
-        sel = heal_select.from_stream(stdin, env)
+        items = [] if changes else None
+        sel = heal_select.from_stream(stdin, env, items)
         all_ = sel.all_
+        if changes and (sel.kind == "empty" or sel.kind.startswith("checks")):
+            sel, seen = None, items
     if not_before is not None:
         _sleep_until(parts, not_before)
     specs_dir = spec_mod.specs_dir(specs, environ)
@@ -51,6 +56,13 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ), secrets=tokens)
     ctx = Run(env, conn or {}, environ, log, _index(environ), dry_run, parts, specs_dir)
     ctx.not_before = not_before
+    if seen is not None:
+        from . import heal_changes
+        seen = heal_changes.Changes(ctx, seen, audit_mod.audit_path(audit_log, environ))
+        all_, services = seen.all_, seen.names
+        if not all_ and not services:
+            seen.save([])
+            return Outcome(Status.OK, runtime.status_line(Status.OK, seen.summary()))
     if all_ or (sel is not None and len(sel.names) > 1):  # a triage run: its Consul reads start now
         ctx.start_prefetch()
     loaded = spec_mod.load_dir(specs_dir, env)
@@ -65,6 +77,8 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
         return _summarise([healer.heal_service(ctx, sp)], lines)
     if all_:
         chosen = list(loaded.values())
+    elif seen is not None:
+        chosen = [loaded[s] for s in services if s in loaded]
     elif services:
         chosen = [_require(loaded, s, specs_dir) for s in dict.fromkeys(services)]
         if not_before is not None:
@@ -78,9 +92,12 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
                     "payload names %d service(s), none with a spec in %s: nothing to do" % (len(sel.names), specs_dir))
             return Outcome(Status.OK, runtime.status_line(Status.OK, text))
     if not chosen:
+        if seen is not None:
+            seen.save([])
+            return Outcome(Status.OK, runtime.status_line(Status.OK, seen.summary() + ", none with a spec"))
         return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
     results = []
-    ctx.single = len(chosen) == 1
+    ctx.single = len(chosen) == 1 and seen is None  # a --changes run never blocks the one checks watch
     ctx.quiet_noops = bool(all_)
     if len(chosen) > 1:
         chosen, quiet = _triage(ctx, chosen)
@@ -91,6 +108,8 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
             from . import recheck
             recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
     ctx.engine.close()
+    if seen is not None:
+        seen.save([r.service for r in results if r.status == Status.UNKNOWN])
     return _summarise(results)
 
 
