@@ -8,12 +8,10 @@
                    alerts, and how a deferred run is started (argv list, own session)
 """
 import os
-import subprocess
 import sys
 import time
 from collections import namedtuple
 
-from . import runtime
 from .healer import WAIT_BOUND
 
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
@@ -161,24 +159,20 @@ class Run:
                     settings=self.settings(sp))
 
     def spawn(self, sp, at):
-        """Start the deferred run (detached, own session) -> its pid."""
+        """Arrange the deferred look at `at` with this node's one timer (handlers/heal_timer.py) -> its pid."""
         if not self.defer:
             raise RuntimeError("deferred runs are off (MEDIC_DEFER=off)")
         if self.parts.spawn is not None:
             return self.parts.spawn(sp, at)
-        from . import healer
-        argv = [runtime.sibling(sys.argv[0], "medic-heal"), "--service", sp.service, "--not-before", "%.3f" % at,
-                "--specs", self.specs_dir, "--audit-log", self.log.path]
-        if self.env:
-            argv += ["--env", self.env]
-        if self.conn.get("consul_addr"):
-            argv += ["--consul-addr", self.conn["consul_addr"]]
-        if self.conn.get("timeout") is not None:
-            argv += ["--consul-timeout", "%g" % self.conn["timeout"]]
-        env = healer.child_env(self.environ, self.settings(sp), at - self.clock(), DEADLINE)
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=env, start_new_session=True, close_fds=True)
-        return p.pid
+        from . import heal_seen, heal_timer, healer
+        parent = int(self.environ.get("MEDIC_TIMER_PARENT") or os.getppid())
+        directory = heal_timer.timer_dir(heal_seen.state_dir(self.log.path, self.environ), parent)
+        entry = {"at": at, "service": sp.service, "env": self.env, "specs": self.specs_dir,
+                 "audit_log": self.log.path, "consul_addr": self.conn.get("consul_addr"),
+                 "consul_timeout": self.conn.get("timeout")}
+        env = healer.child_env(self.environ, self.settings(sp), 0.0, DEADLINE)
+        env["MEDIC_TIMER_PARENT"] = str(parent)
+        return heal_timer.schedule(directory, entry, parent, env, sys.argv[0])
 
 
 def last_records(path, tail=AUDIT_TAIL):
