@@ -88,6 +88,9 @@ class Run:
         self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
         self._settings, self._consul = {}, {}
         self.prefetch = None  # triage.Prefetch of a run naming many services
+        self.failures = []  # [(service, signature)] of this run's failed heal actions (heal_storm.py)
+        self.last_error = None  # (kind, why) of the last service that could not be decided
+        self.grouped = None  # a run of many services: its alerts, sent grouped at its end (flush_alerts)
 
     def start_prefetch(self):
         """Start triage's Consul reads for the default address (a spec without consul_addr)."""
@@ -151,12 +154,42 @@ class Run:
         return 0 <= time.time() - _epoch(prev.get("time")) < NOOP_SUMMARY  # audit times are wall-clock
 
     def alert(self, sp, dec, kind, reason, action="heal"):
-        from . import alerts
         counts = dec.counts
-        alerts.emit({"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
-                     "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
-                     "reason": reason}, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
+        event = {"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
+                 "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
+                 "reason": reason}
+        if self.grouped is not None:
+            self.grouped.append((sp, event))
+            return
+        self._emit(sp, event)
+
+    def _emit(self, sp, event):
+        from . import alerts
+        alerts.emit(event, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
                     settings=self.settings(sp))
+
+    def failed_heal(self, sp, output):
+        from . import heal_storm
+        self.failures.append((sp.service, heal_storm.signature(output, (sp.service, sp.scale.project))))
+
+    def flush_alerts(self, extra=""):
+        """A run of many services: one alert per kind, naming the services (the first one's policy
+        decides where it goes); a kind raised once goes out as it is."""
+        from . import heal_storm
+        held, self.grouped = self.grouped or [], None
+        by_kind = {}
+        for sp, event in held:
+            by_kind.setdefault(event["kind"], []).append((sp, event))
+        for kind, items in sorted(by_kind.items()):
+            sp, event = items[0]
+            if len(items) > 1:
+                names = [e["service"] for _, e in items]
+                listed = ", ".join(names[:heal_storm.LISTED]) + (
+                    " (+%d more)" % (len(names) - heal_storm.LISTED) if len(names) > heal_storm.LISTED else "")
+                event = dict(event, reason="%d services %s%s: %s; first: %s" % (
+                    len(names), kind.replace("_", " "), extra, listed, event["reason"]),
+                    details={"services": names})
+            self._emit(sp, event)
 
     def spawn(self, sp, at):
         """Arrange the deferred look at `at` with this node's one timer (handlers/heal_timer.py) -> its pid."""

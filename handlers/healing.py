@@ -16,6 +16,7 @@ from .heal_context import DEADLINE, Parts, Run, write_audit  # noqa: F401  (Part
 from .status import Outcome, Status
 
 MAX_IGNORED_LISTED = 5
+ERRORS_IN_ROW = 2  # Consul or the engine failing for this many services in a row ends the run (one record)
 
 def _index(environ):
     raw = (environ.get("CONSUL_INDEX") or "").strip()
@@ -102,15 +103,58 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
     if len(chosen) > 1:
         chosen, quiet = _triage(ctx, chosen)
         results += quiet
-    for sp in chosen:
-        results.append(healer.heal_service(ctx, sp))
-        if sel is not None and sp.service in sel.wake:
-            from . import recheck
-            recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
+        ctx.grouped = []
+    results += _heal_each(ctx, chosen, sel, env)
     ctx.engine.close()
     if seen is not None:
         seen.save([r.service for r in results if r.status == Status.UNKNOWN])
     return _summarise(results)
+
+
+def _heal_each(ctx, chosen, sel, env):
+    """One healer per service, bounded: a fleet-wide backoff (heal_storm.py) holds every action; a
+    correlated failure, or Consul or the engine failing for ERRORS_IN_ROW services in a row, ends
+    the run with ONE record for the services it did not look at (not one per service per attempt)."""
+    from . import heal_storm, healer, recheck
+
+    results, skipped, why, in_row, marker = [], [], None, 0, None
+    storm = None
+    if chosen and not ctx.dry_run:
+        storm = heal_storm.read(ctx.consul(ctx.settings(chosen[0])).client, env, ctx.clock())
+    if storm:
+        why = "fleet-wide backoff until %s after a correlated failure (%s)" % (
+            recheck._t(float(storm["until"])), storm.get("why"))
+    for sp in chosen:
+        if why:
+            skipped.append(sp)
+            continue
+        r = healer.heal_service(ctx, sp)
+        results.append(r)
+        if sel is not None and sp.service in sel.wake:
+            recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
+        failed = r.status == Status.UNKNOWN and ctx.last_error and ctx.last_error[0] in ("consul", "engine")
+        in_row = in_row + 1 if failed else 0
+        if in_row >= ERRORS_IN_ROW:
+            why = "%s failed for %d services in a row: %s" % (ctx.last_error[0], in_row, ctx.last_error[1][:200])
+            continue
+        attempts = sum(1 for x in results if x.decision is not None and x.decision.kind == "heal")
+        sig = None if ctx.dry_run else heal_storm.correlated(ctx.failures, attempts)
+        if sig:
+            import random
+            marker = heal_storm.write(ctx.consul(ctx.settings(sp)).client, env, sig,
+                                      [s for s, _ in ctx.failures], ctx.clock(), random.random())
+            why = "correlated failure: %d of %d heals failed the same way (%s); fleet-wide backoff%s" % (
+                len(ctx.failures), attempts, sig,
+                " until %s" % recheck._t(marker["until"]) if marker else " (marker not written)")
+    if skipped:
+        names = [sp.service for sp in skipped]
+        write_audit(ctx.log, {"service": None, "env": ctx.env, "index": ctx.index, "decision": "hold",
+                              "dry_run": ctx.dry_run, "reason": "%d service(s) not looked at this run: %s"
+                              % (len(names), why), "skipped": len(names), "services": names[:heal_storm.LISTED]})
+        results += [healer.Result(n, Status.UNKNOWN, "%s: not looked at: %s" % (n, why), None) for n in names]
+    if ctx.grouped is not None:
+        ctx.flush_alerts(" (%s)" % why if marker else "")
+    return results
 
 
 def _sleep_until(parts, at):
