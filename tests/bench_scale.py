@@ -130,6 +130,25 @@ def _factory(b):
     return factory
 
 
+def cleanup_projects(prefix):
+    """Remove the containers and networks of compose projects named `prefix`* (this bench's own)."""
+    import subprocess
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project"], capture_output=True,
+                       text=True, timeout=60)
+    ids = r.stdout.split()
+    if ids:
+        r = subprocess.run(["docker", "inspect", "--format", '{{.Id}} {{index .Config.Labels "com.docker.compose.project"}}']
+                           + ids, capture_output=True, text=True, timeout=60)
+        mine = [ln.split()[0] for ln in r.stdout.splitlines() if len(ln.split()) == 2 and ln.split()[1].startswith(prefix)]
+        if mine:
+            subprocess.run(["docker", "rm", "-f"] + mine, capture_output=True, timeout=120)
+    r = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True, timeout=60)
+    nets = [n for n in r.stdout.split() if n.startswith(prefix)]
+    if nets:
+        subprocess.run(["docker", "network", "rm"] + nets, capture_output=True, timeout=120)
+    return len(nets)
+
+
 def _write_specs(specs, names, tag, check="10s", **kw):
     import support_heal
     for i, name in enumerate(names):
@@ -153,15 +172,20 @@ def one_agent(b, p):
                    agent_kw={"config": {"server": True, "bootstrap_expect": 1, "log_level": "INFO"}})
     b.projects.append(s.project)
     others = ["bs%04d.scale.example" % i for i in range(n - 1)]
-    _write_specs(s.specs, others, "bsp%d" % os.getpid())
+    tag = "bsp%d" % os.getpid()
     rows = []
     try:
+        # the others are registered (at their count, elsewhere as far as this engine knows) before
+        # their specs reach medic: otherwise medic would rightly heal them
         s.start(replicas=2)
         _register(lambda i: s.agent, others)
         support.wait_for(lambda: len(s.agent.api("/v1/catalog/services")) >= n + 1, 300, 1, "registrations")
+        _write_specs(s.specs, others, tag, file=_missing(b.tmp))
+        s.render()
+        s.reload()
         s.settled(2, quiet=3, timeout=300)
 
-        s.restart_agent()  # the load: a fresh agent process on the same data dir
+        s.restart_agent()  # the load: a fresh agent process on the same data dir, N specs
         time.sleep(p["settle"])
         load = agent_cpu(s.agent)
         s.settled(2, quiet=3, timeout=300)
@@ -204,8 +228,12 @@ def one_agent(b, p):
         ]
         if bad:
             print("refused lines:\n" + "".join(bad[:5]))
+        strays = cleanup_projects(tag)
+        if strays:
+            raise RuntimeError("medic started %d of the registered-only services" % strays)
     finally:
         s.stop()
+        cleanup_projects(tag)
     return rows
 
 
@@ -217,13 +245,18 @@ MISSING = """services:
 """
 
 
+def _missing(directory):
+    path = os.path.join(directory, "missing-image.yml")
+    with open(path, "w") as f:
+        f.write(MISSING)
+    return path
+
+
 def storm(b, p):
     m = p["storm"]
     d = os.path.join(b.tmp, "storm")
     os.makedirs(d, exist_ok=True)
-    compose = os.path.join(d, "compose.yml")
-    with open(compose, "w") as f:
-        f.write(MISSING)
+    compose = _missing(d)
     specs, consul_d, audit = os.path.join(d, "specs"), os.path.join(d, "consul.d"), os.path.join(d, "audit.jsonl")
     _write_specs(specs, ["st%04d.storm.example" % i for i in range(m)], "stp%d" % os.getpid(), file=compose,
                  heal={"grace": "20s", "cooldown": "10s", "backoff_base": "10s", "backoff_max": "300s",
@@ -241,6 +274,7 @@ def storm(b, p):
     wall = time.monotonic() - t0
     sampler.stop()
     agent.stop()
+    cleanup_projects("stp%d" % os.getpid())
     from handlers import audit as audit_mod
     recs = audit_mod.read(audit)
     attempts = sum(1 for x in recs if x.get("kind") == "heal" and x.get("decision") == "heal")
@@ -268,7 +302,7 @@ def hosts(b, p):
     d = os.path.join(b.tmp, "hosts")
     specs = os.path.join(d, "specs")
     names = ["hs%04d.hosts.example" % i for i in range(n)]
-    _write_specs(specs, names, "hsp%d" % os.getpid())
+    _write_specs(specs, names, "hsp%d" % os.getpid(), file=_missing(b.tmp))
     tele = {"telemetry": {"prometheus_retention_time": "600s"}, "log_level": "INFO"}
     server = _factory(b)(start=True, config=dict(tele))
     clients = []
@@ -301,6 +335,7 @@ def hosts(b, p):
          "instance failing on one host, " + size),
         ("scale_hosts_refused", bad, "", "0", "refused/failed handler lines in the clients' logs, " + size),
     ]
+    cleanup_projects("hsp%d" % os.getpid())
 
 
 def scale(b):

@@ -68,9 +68,6 @@ def test_300_specs_on_one_agent_with_default_limits(consul_factory, demo_image, 
 
     s = Stack(tmp_path, unique, consul_factory=consul_factory, instances=2)
     others = ["sc%03d-%s.example" % (i, unique) for i in range(N - 1)]
-    for i, name in enumerate(others):
-        support_heal.write_spec(s.specs, name, "scale%s%03d" % (unique, i), instances=1,
-                                check={"interval": "5s", "timeout": "5s"})
     t = time.monotonic()
 
     def phase(what):
@@ -81,13 +78,23 @@ def test_300_specs_on_one_agent_with_default_limits(consul_factory, demo_image, 
         phase("agent, registrar and 2 containers up")
         limits = s.agent.api("/v1/agent/self")["DebugConfig"]["HTTPMaxConnsPerClient"]
         assert limits == 200  # Consul's default: nothing raised for medic
-        watches = json.load(open(os.path.join(s.consul_d, "medic-watches.json")))["watches"]
-        assert len(watches) == 3
+        # the others are registered (at their count, elsewhere as far as this engine knows) before
+        # their specs reach medic; their compose file names an image that is not there (never pulled)
         register(s.agent, others)
         support.wait_for(lambda: len(s.agent.api("/v1/catalog/services")) >= N + 1, 60, 0.5, "registrations")
-        phase("%d services registered" % N)
+        missing = tmp_path / "missing.yml"
+        missing.write_text("services:\n  web:\n    image: medic-test-missing:none\n    pull_policy: never\n")
+        for i, name in enumerate(others):
+            support_heal.write_spec(s.specs, name, "scale%s%03d" % (unique, i), instances=1, file=str(missing),
+                                    check={"interval": "5s", "timeout": "5s"})
+        s.render()
+        watches = json.load(open(os.path.join(s.consul_d, "medic-watches.json")))["watches"]
+        assert len(watches) == 3
+        s.reload()
+        phase("%d specs loaded by a reload" % N)
+        s.restart_agent()
         s.settled(2, quiet=3)
-        phase("settled")
+        phase("agent restarted with %d specs and settled" % N)
 
         mark = os.path.getsize(s.agent.logfile)
         before = len(s.scale_actions())
@@ -104,9 +111,14 @@ def test_300_specs_on_one_agent_with_default_limits(consul_factory, demo_image, 
         s.settled(2, quiet=2)
         phase("loss healed among %d specs in %.1f s" % (N, time.monotonic() - t0))
         assert len(s.scale_actions()) == before + 1  # one loss, one action (a restart of the killed container)
+        from handlers import audit
+        strays = [r["service"] for r in audit.read(s.audit) if r.get("decision") == "heal" and r["service"] != s.service]
+        assert strays == [], strays[:5]  # the registered-only services were at their count all along
         assert refused(s) == [], refused(s)[:5]
         assert refused(s, mark) == []
         time.sleep(2)
         assert len(medic_processes(s)) <= 3, medic_processes(s)  # at rest: at most a check or a handler running
     finally:
         s.stop()
+        import bench_scale
+        bench_scale.cleanup_projects("scale" + unique)
