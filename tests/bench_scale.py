@@ -233,6 +233,7 @@ def one_agent(b, p):
             raise RuntimeError("medic started %d of the registered-only services" % strays)
     finally:
         s.stop()
+        s.agent.stop()  # its handlers first: an agent on its way out answers with no instances
         cleanup_projects(tag)
     return rows
 
@@ -327,7 +328,7 @@ def hosts(b, p):
     change = sum(_client_rpc(c) for c in clients) - r0 - rest * (time.monotonic() - t0)
     bad = sum(len(refused(c)) for c in clients)
     size = "%d client agents x %d specs (1 server)" % (k, n)
-    return [
+    rows = [
         ("scale_hosts_rpc_per_s_rest", round(rest, 2), "req/s", None, "requests the clients send the server "
          "at rest (consul_client_rpc), " + size),
         ("scale_hosts_rpc_per_s_rest_per_host", round(rest / k, 2), "req/s", None, "the same per host, " + size),
@@ -335,7 +336,10 @@ def hosts(b, p):
          "instance failing on one host, " + size),
         ("scale_hosts_refused", bad, "", "0", "refused/failed handler lines in the clients' logs, " + size),
     ]
+    for a in clients + [server]:
+        a.stop()
     cleanup_projects("hsp%d" % os.getpid())
+    return rows
 
 
 def scale(b):

@@ -120,5 +120,6 @@ def test_300_specs_on_one_agent_with_default_limits(consul_factory, demo_image, 
         assert len(medic_processes(s)) <= 3, medic_processes(s)  # at rest: at most a check or a handler running
     finally:
         s.stop()
+        s.agent.stop()  # its handlers first: an agent on its way out answers with no instances
         import bench_scale
         bench_scale.cleanup_projects("scale" + unique)
