@@ -112,8 +112,9 @@ def _register(agent_for, names, threads=4):
 
     def work(part):
         for i, name in part:
-            agent_for(i).register("%s-0" % name, name, port=20000 + i % 40000,
-                                  check={"TTL": "1h", "Status": "passing"})
+            a = agent_for(i)
+            a.register("%s-0" % name, name, port=20000 + i % 40000, check={"TTL": "1h"})
+            a.set_ttl("%s-0" % name, "passing")  # a TTL check starts critical whatever Status says
 
     ts = [threading.Thread(target=work, args=(items[k::threads],)) for k in range(threads)]
     for t in ts:
