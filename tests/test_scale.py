@@ -35,8 +35,9 @@ def medic_processes(stack):
                     continue
         except OSError:
             continue
-        exe = os.path.basename(argv.split("\0", 1)[0])
-        if exe.startswith("medic-") and exe != "medic-register" and stack.dir in argv:
+        # a console script runs as `python3 .../medic-heal ...`: its name is argv[0] or argv[1]
+        exe = next((os.path.basename(a) for a in argv.split("\0")[:2] if os.path.basename(a).startswith("medic-")), "")
+        if exe and exe != "medic-register" and stack.dir in argv:
             out.append(argv.replace("\0", " ")[:200])
     return out
 
