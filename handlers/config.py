@@ -7,19 +7,13 @@ Fragments (all owned by medic, all named `medic-*.json`):
 
   medic-agent.json     {"enable_local_script_checks": true}   (never enable_script_checks)
   medic-service.json   service `medic` (ID `medic`) carrying medic's own checks:
-                         medic:<service>   the count check per spec: a script check running
-                                           `<bin>/medic-check SERVICE --specs DIR ...` (script
-                                           mode) or a TTL check (batch mode)
+                         medic:<service>   the count check per spec: a script check (`<bin>/medic-check
+                                           SERVICE --specs DIR ...`) or a TTL check (batch mode)
                          medic:batch       batch mode only: one script check running
                                            `<bin>/medic-check --all --ttl --refresh ...`
                          medic:reconcile   `<bin>/medic-heal --all --specs DIR ...` every 30 s
-  medic-watches.json   three watches whatever the number of specs: one checks watch (every check,
-                       stale) -> medic-heal --changes (it compares the payload with its last run's:
-                       handlers/heal_seen.py), a keyprefix watch on medic/<env>/wake/ -> medic-heal,
-                       a checks watch service=medic -> medic-notify (docs/medic-config.md)
-
-Count checks: `--mode auto` follows each spec's check.mode up to SCRIPT_LIMIT specs; above it every
-spec is counted by the one batch check (a script check per spec is a process per spec per interval).
+  medic-watches.json   3 watches for any number of specs: every check -> medic-heal --changes, a
+                       keyprefix on medic/<env>/wake/ -> medic-heal, service=medic -> medic-notify
 
 Never a node-level check (a critical node check would take every instance on the monitoring
 node out of service), never a token (the agent's environment provides CONSUL_HTTP_TOKEN_FILE).
@@ -86,10 +80,7 @@ def mode_of(s, plan):
 
 
 def effective(plan, specs):
-    """--mode auto with more than SCRIPT_LIMIT specs is --mode batch."""
-    if plan.mode == "auto" and len(specs) > SCRIPT_LIMIT:
-        return plan._replace(mode="batch")
-    return plan
+    return plan._replace(mode="batch") if plan.mode == "auto" and len(specs) > SCRIPT_LIMIT else plan
 
 
 def count_checks(specs, plan):
@@ -130,9 +121,7 @@ def reconcile_check(specs, plan):
 
 def watches(specs, plan):
     heal = [_exe(plan, "medic-heal")] + _common_args(plan)
-    # One watch of every check (any state): medic-heal --changes compares it with its last run's and
-    # looks only at the services that changed and concern this node. A constant number of blocking
-    # queries whatever the number of specs (Consul allows 200 connections per client address).
+    # every check, any state: medic-heal --changes looks only at what changed (docs/scale.md)
     out = [{"type": "checks", "stale": True, "args": heal[:1] + ["--changes"] + heal[1:]},
            {"type": "checks", "service": SERVICE_ID,
             "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan)}]
@@ -146,8 +135,7 @@ def render(specs, plan):
     for name, s in specs.items():
         if name.lower() in RESERVED:
             raise SpecError("%s: $.service: %r is reserved (medic's own check medic:%s)" % (s.path, name, name))
-    plan = effective(plan, specs)
-    checks = count_checks(specs, plan) + [reconcile_check(specs, plan)]
+    checks = count_checks(specs, effective(plan, specs)) + [reconcile_check(specs, plan)]
     checks.sort(key=lambda c: c["id"])
     return {
         "medic-agent.json": {"enable_local_script_checks": True},

@@ -22,8 +22,16 @@ from .healing import DEADLINE, run  # noqa: F401  (run: the in-process entry tes
 def main():
     if sys.argv[1:2] == ["--timer"]:  # the node's one timer for holds (heal_timer.py): no click, no deadline
         from . import heal_timer
-        sys.exit(heal_timer.main(sys.argv[1:]))
+        sys.exit(heal_timer.main(sys.argv[1:], _look))
     runtime.run(command=_command, fast=_fast, prog="medic-heal", deadline=DEADLINE)
+
+
+def _look(entry):
+    """One deferred look of the node's timer (heal_timer.py): like `--service NAME --not-before AT`."""
+    run(services=(entry["service"],), not_before=float(entry["at"]), audit_log=entry.get("audit_log"),
+        specs=entry.get("specs"), env=entry.get("env"), stdin=None, environ=os.environ,
+        conn=dict(consul_addr=entry.get("consul_addr"), timeout=entry.get("consul_timeout"), token=None,
+                  token_file=None))
 
 
 def _fast(argv):

@@ -165,9 +165,8 @@ def _take(path, entry):
         return False
 
 
-def _look(entry):
-    """The deferred look, in this process, under its own deadline."""
-    from . import healing
+def _look(entry, look):
+    """The deferred look (`look(entry)`: medic-heal's run), in this process, under its own deadline."""
     from .errors import DeadlineExceeded
 
     def alarm(signum, frame):
@@ -176,10 +175,7 @@ def _look(entry):
     signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, RUN_DEADLINE)
     try:
-        healing.run(services=(entry["service"],), not_before=float(entry["at"]), audit_log=entry.get("audit_log"),
-                    specs=entry.get("specs"), env=entry.get("env"), stdin=None, environ=os.environ,
-                    conn=dict(consul_addr=entry.get("consul_addr"), timeout=entry.get("consul_timeout"),
-                              token=None, token_file=None))
+        look(entry)
     except BaseException as e:  # one look failing never ends the timer
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
@@ -188,7 +184,7 @@ def _look(entry):
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def serve(directory, parent, clock=time.time):
+def serve(directory, parent, look, clock=time.time):
     """The timer's loop (holding the lock) -> when no entry is left or the parent is gone."""
     started = _start_time(parent)
     while True:
@@ -197,7 +193,7 @@ def serve(directory, parent, clock=time.time):
         ready, nxt = due(entries(directory), clock())
         for path, entry in sorted(ready, key=lambda pe: float(pe[1]["at"])):
             if _take(path, entry):
-                _look(entry)
+                _look(entry, look)
         if ready:
             continue
         if nxt is None:
@@ -205,8 +201,8 @@ def serve(directory, parent, clock=time.time):
         signal.sigtimedwait({signal.SIGUSR1}, max(0.0, min(nxt - clock(), POLL)))
 
 
-def main(argv):
-    """`medic-heal --timer DIR --parent PID` -> exit status."""
+def main(argv, look):
+    """`medic-heal --timer DIR --parent PID` -> exit status; `look(entry)` runs one deferred look."""
     try:
         directory, parent = argv[argv.index("--timer") + 1], int(argv[argv.index("--parent") + 1])
     except (ValueError, IndexError):
@@ -220,7 +216,7 @@ def main(argv):
             return 0  # another timer serves this directory
         try:
             _write(os.path.join(directory, PID), os.getpid())
-            why = serve(directory, parent)
+            why = serve(directory, parent, look)
         finally:
             os.close(fd)
             fd = None

@@ -25,11 +25,11 @@ LAYERS = {
         "watches", "watches._common", "watches.checks", "watches.service", "watches.detect", "watches.keyprefix"],
     1: ["handlers.settings", "handlers.lighthttp", "handlers.consul_light", "handlers.kv", "handlers.lock", "handlers.consul_errors",
         "handlers.health", "handlers.scaler", "handlers.audit", "handlers.alerts", "handlers.options",
-        "handlers.runtime", "handlers.pause", "handlers.recheck",
+        "handlers.runtime", "handlers.pause", "handlers.recheck", "handlers.heal_storm",
         "handlers.acl", "handlers.compose_file", "handlers.engine", "handlers.engine_http",
         "handlers.rollout_image", "handlers.rollout_lock", "handlers.rollout_progress", "handlers.rollout_ahead",
         "handlers.drain_state"],  # rollout helper
-    2: ["handlers.spec", "handlers.spec_schema", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
+    2: ["handlers.heal_seen", "handlers.spec", "handlers.spec_schema", "handlers.spec_cache", "handlers.heal_model", "handlers.heal_counts", "handlers.decide", "handlers.observe", "handlers.history",
         "handlers.notify_rules", "handlers.notify_message", "handlers.notify_state", "handlers.notify_config",
         "handlers.notify_core",
         # registration: conventions (model, checks, labels, roles), the pure diff, the agent client
@@ -43,7 +43,7 @@ LAYERS = {
         # rollout/drain: pure plans, the rollout state, the compose driver (rollout helper)
         "handlers.rollout_plan", "handlers.rollout_state", "handlers.rollout_io", "handlers.drain_plan"],
     3: ["handlers.batch", "handlers.triage", "handlers.heal_select", "handlers.healer", "handlers.healing",
-        "handlers.heal_context",
+        "handlers.heal_context", "handlers.heal_changes", "handlers.heal_timer",
         "handlers.heal_admin", "handlers.retag", "handlers.lb_core", "handlers.failover_core", "handlers.reg_registrar", "handlers.reg_loop", "handlers.channels", "handlers.notifier",
         "handlers.notify_run",
         "handlers.rollout_exec", "handlers.rollout_swarm", "handlers.rollout_run", "handlers.drain_exec", "handlers.drain_run"],
