@@ -485,9 +485,16 @@ PICTURE_SERIES = (("time_to_heal_s", "medic"), ("swarm_tuned_time_to_heal_s", "S
                   ("docker_restart_policy_s", "docker --restart always"),
                   ("swarm_time_to_heal_s", "Swarm, default (5 s delay)"))
 
+def scale(b):
+    """Issue 22's section (tests/bench_scale.py): 1,000 specs on one agent, 300 failing at once, 5 hosts.
+    `python tests/bench.py scale` runs it alone; MEDIC_BENCH_SMOKE=1 runs it small."""
+    import bench_scale
+    return [Row(*r) for r in bench_scale.scale(b)]
+
+
 MEASUREMENTS = [bare_python, check_cpu, requests_per_check, batch_1000, heal_decision_1000, time_to_heal,
                 second_loss_time_to_heal, swarm_time_to_heal, swarm_tuned_time_to_heal, docker_restart_policy,
-                register_100, lb_rows, rollout_traffic, drain_traffic, picture]
+                register_100, lb_rows, rollout_traffic, drain_traffic, scale, picture]
 
 
 def leftovers(b):

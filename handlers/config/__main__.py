@@ -7,15 +7,13 @@ Fragments (all owned by medic, all named `medic-*.json`):
 
   medic-agent.json     {"enable_local_script_checks": true}   (never enable_script_checks)
   medic-service.json   service `medic` (ID `medic`) carrying medic's own checks:
-                         medic:<service>   the count check per spec: a script check running
-                                           `<bin>/medic-check SERVICE --specs DIR ...` (script
-                                           mode) or a TTL check (batch mode)
+                         medic:<service>   the count check per spec: a script check (`<bin>/medic-check
+                                           SERVICE --specs DIR ...`) or a TTL check (batch mode)
                          medic:batch       batch mode only: one script check running
                                            `<bin>/medic-check --all --ttl --refresh ...`
                          medic:reconcile   `<bin>/medic-heal --all --specs DIR ...` every 30 s
-  medic-watches.json   checks watch state=critical -> medic-heal (medic:<service> heals <service>);
-                       per spec a service watch, a keyprefix watch on medic/<env>/wake/ ->
-                       medic-heal (stale: docs/medic-config.md); checks watch service=medic -> notify
+  medic-watches.json   3 watches for any number of specs: every check -> medic-heal --changes, a
+                       keyprefix on medic/<env>/wake/ -> medic-heal, service=medic -> medic-notify
 
 Never a node-level check (a critical node check would take every instance on the monitoring
 node out of service), never a token (the agent's environment provides CONSUL_HTTP_TOKEN_FILE).
@@ -48,6 +46,7 @@ TTL_FACTOR = 4        # batch mode: TTL = 4 x the batch check's interval
 REFRESH_FACTOR = 2    # ... and an unchanged TTL check is rewritten every 2 intervals
 DEFAULT_RECONCILE_INTERVAL = 30.0
 RECONCILE_SLACK = 30.0  # reconcile timeout = the largest heal.command_timeout + this
+SCRIPT_LIMIT = 20      # --mode auto: more specs than this -> every count check in batch mode
 
 Plan = namedtuple("Plan", "bin_dir specs_dir env audit_log consul_addr consul_timeout mode "
                           "reconcile_interval")
@@ -81,6 +80,10 @@ def _flap(check, policy):
 
 def mode_of(s, plan):
     return s.check.mode if plan.mode == "auto" else plan.mode
+
+
+def effective(plan, specs):
+    return plan._replace(mode="batch") if plan.mode == "auto" and len(specs) > SCRIPT_LIMIT else plan
 
 
 def count_checks(specs, plan):
@@ -121,13 +124,10 @@ def reconcile_check(specs, plan):
 
 def watches(specs, plan):
     heal = [_exe(plan, "medic-heal")] + _common_args(plan)
-    out = [{"type": "checks", "state": "critical", "stale": True, "args": heal},
+    # every check, any state: medic-heal --changes looks only at what changed (docs/scale.md)
+    out = [{"type": "checks", "stale": True, "args": heal[:1] + ["--changes"] + heal[1:]},
            {"type": "checks", "service": SERVICE_ID,
             "args": [_exe(plan, "medic-notify"), "watch"] + _common_args(plan)}]
-    # A service watch's payload is [] once every instance is gone, and names no service:
-    # the watch itself names it, so an empty service is healed too.
-    out += [{"type": "service", "service": name, "stale": True, "args": heal[:1] + ["--service", name] + heal[1:]}
-            for name in sorted(specs)]
     # medic-register's wake-up keys (a container it had deregistered finally exited): wake medic-heal
     out.append({"type": "keyprefix", "prefix": keys.wake_prefix(plan.env), "stale": True, "args": heal})
     return out
@@ -138,7 +138,7 @@ def render(specs, plan):
     for name, s in specs.items():
         if name.lower() in RESERVED:
             raise SpecError("%s: $.service: %r is reserved (medic's own check medic:%s)" % (s.path, name, name))
-    checks = count_checks(specs, plan) + [reconcile_check(specs, plan)]
+    checks = count_checks(specs, effective(plan, specs)) + [reconcile_check(specs, plan)]
     checks.sort(key=lambda c: c["id"])
     return {
         "medic-agent.json": {"enable_local_script_checks": True},
@@ -265,7 +265,7 @@ def run(opts, argv0=None):
     validated = validate(files)
     out = os.path.abspath(opts.get("out") or DEFAULT_OUT)
     written, unchanged, removed = write_dir(out, files)
-    batch = sum(1 for s in specs.values() if mode_of(s, plan) == "batch")
+    batch = sum(1 for s in specs.values() if mode_of(s, effective(plan, specs)) == "batch")
     text = "%s: %d fragments for %d services (%d script, %d batch): %d written, %d unchanged, %d removed; %s" % (
         out, len(files), len(specs), len(specs) - batch, batch, len(written), len(unchanged), len(removed),
         "consul validate passed" if validated else "not validated (no consul binary)")

@@ -9,6 +9,7 @@
     medic/<env>/dirty/<service>         a run found the lock held: the holder looks again (handlers/heal/recheck.py)
     medic/<env>/deferred/<service>      the one pending deferred medic-heal run (handlers/heal/recheck.py)
     medic/<env>/wake/<service>          medic-register's wake-up key; medic-heal deletes it once seen
+    medic/<env>/storm/fleet             fleet-wide backoff after a correlated failure (handlers/heal/heal_storm.py)
 
 <env> is the selected environment, or "default" when none is selected.
 """

@@ -8,12 +8,11 @@
                    alerts, and how a deferred run is started (argv list, own session)
 """
 import os
-import subprocess
 import sys
 import time
 from collections import namedtuple
 
-from ..core import runtime
+from ..consul import api
 from ..engine.engine import failures as engine_failures
 from .healer import WAIT_BOUND
 
@@ -24,6 +23,7 @@ NOOP_SUMMARY = 3600.0  # --all: an unchanged noop is audited again after this lo
 AUDIT_TAIL = 256 * 1024  # how much of the audit log's end --all reads to find each service's last record
 
 _NO_ADDR = namedtuple("NoAddr", "consul_addr")(None)  # a spec that names no Consul address
+NO_ADDR = _NO_ADDR
 Parts = namedtuple("Parts", "engine_factory scaler_factory consul_factory spawn clock monotonic sleep")
 Parts.__new__.__defaults__ = (None, None, None, None, time.time, time.monotonic, time.sleep)
 
@@ -38,6 +38,13 @@ class ConsulAccess:
         self.st = st
         self.client = consul_light.Client(st)
         self.renew_client = consul_light.Client(st)
+
+    def node_name(self):
+        """The local agent's node name (GET /v1/agent/self), or None."""
+        from ..consul import lighthttp
+        with lighthttp.Connection(self.st) as conn:
+            _, me, _ = conn.get_json(api.AGENT_SELF)
+        return ((me or {}).get("Config") or {}).get("NodeName") or None
 
     def instances(self, service):
         from ..consul import lighthttp
@@ -84,6 +91,9 @@ class Run:
         self.defer = (environ.get("MEDIC_DEFER") or "on").strip().lower() not in ("off", "0", "false", "no")
         self._settings, self._consul = {}, {}
         self.prefetch = None  # triage.Prefetch of a run naming many services
+        self.failures = []  # [(service, signature)] of this run's failed heal actions (heal_storm.py)
+        self.last_error = None  # (kind, why) of the last service that could not be decided
+        self.grouped = None  # a run of many services: its alerts, sent grouped at its end (flush_alerts)
 
     def start_prefetch(self):
         """Start triage's Consul reads for the default address (a spec without consul_addr)."""
@@ -149,32 +159,58 @@ class Run:
         return 0 <= time.time() - _epoch(prev.get("time")) < NOOP_SUMMARY  # audit times are wall-clock
 
     def alert(self, sp, dec, kind, reason, action="heal"):
-        from ..core import alerts
         counts = dec.counts
-        alerts.emit({"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
-                     "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
-                     "reason": reason}, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
+        event = {"service": sp.service, "env": self.env, "live": counts.passing if counts else None,
+                 "desired": counts.declared if counts else sp.instances, "kind": kind, "action": action,
+                 "reason": reason}
+        if self.grouped is not None:
+            self.grouped.append((sp, event))
+            return
+        self._emit(sp, event)
+
+    def _emit(self, sp, event):
+        from ..core import alerts
+        alerts.emit(event, audit=self.log, specs=os.path.dirname(sp.path) or None, env=self.env,
                     settings=self.settings(sp))
 
+    def failed_heal(self, sp, output):
+        from . import heal_storm
+        self.failures.append((sp.service, heal_storm.signature(output, (sp.service, sp.scale.project))))
+
+    def flush_alerts(self, extra=""):
+        """A run of many services: one alert per kind, naming the services (the first one's policy
+        decides where it goes); a kind raised once goes out as it is."""
+        from . import heal_storm
+        held, self.grouped = self.grouped or [], None
+        by_kind = {}
+        for sp, event in held:
+            by_kind.setdefault(event["kind"], []).append((sp, event))
+        for kind, items in sorted(by_kind.items()):
+            sp, event = items[0]
+            if len(items) > 1:
+                names = [e["service"] for _, e in items]
+                listed = ", ".join(names[:heal_storm.LISTED]) + (
+                    " (+%d more)" % (len(names) - heal_storm.LISTED) if len(names) > heal_storm.LISTED else "")
+                event = dict(event, reason="%d services %s%s: %s; first: %s" % (
+                    len(names), kind.replace("_", " "), extra, listed, event["reason"]),
+                    details={"services": names})
+            self._emit(sp, event)
+
     def spawn(self, sp, at):
-        """Start the deferred run (detached, own session) -> its pid."""
+        """Arrange the deferred look at `at` with this node's one timer (handlers/heal/heal_timer.py) -> its pid."""
         if not self.defer:
             raise RuntimeError("deferred runs are off (MEDIC_DEFER=off)")
         if self.parts.spawn is not None:
             return self.parts.spawn(sp, at)
-        from . import healer
-        argv = [runtime.sibling(sys.argv[0], "medic-heal"), "--service", sp.service, "--not-before", "%.3f" % at,
-                "--specs", self.specs_dir, "--audit-log", self.log.path]
-        if self.env:
-            argv += ["--env", self.env]
-        if self.conn.get("consul_addr"):
-            argv += ["--consul-addr", self.conn["consul_addr"]]
-        if self.conn.get("timeout") is not None:
-            argv += ["--consul-timeout", "%g" % self.conn["timeout"]]
-        env = healer.child_env(self.environ, self.settings(sp), at - self.clock(), DEADLINE)
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=env, start_new_session=True, close_fds=True)
-        return p.pid
+        from . import heal_seen, heal_timer, healer
+        parent = int(self.environ.get("MEDIC_TIMER_PARENT") or os.getppid())
+        directory = heal_timer.timer_dir(heal_seen.state_dir(self.log.path, self.environ), parent)
+        entry = {"at": at, "service": sp.service, "env": self.env, "specs": self.specs_dir,
+                 "audit_log": self.log.path, "consul_addr": self.conn.get("consul_addr"),
+                 "consul_timeout": self.conn.get("timeout")}
+        env = healer.child_env(self.environ, self.settings(sp), 0.0, DEADLINE)
+        env["MEDIC_TIMER_PARENT"] = str(parent)
+        return heal_timer.schedule(directory, entry, parent, env, sys.argv[0])
 
 
 def last_records(path, tail=AUDIT_TAIL):

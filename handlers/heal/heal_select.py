@@ -23,14 +23,15 @@ Selection.__doc__ = """kind: payload type; names: service names (tuple, sorted);
 spec; wake: {service: ModifyIndex} of wake-up keys to consume once handled."""
 
 
-def from_stream(stdin, env):
-    """Read a watch payload from stdin -> Selection. Raises PayloadError."""
+def from_stream(stdin, env, keep=None):
+    """Read a watch payload from stdin -> Selection. Raises PayloadError. `keep` (a list): a checks
+    payload's parsed checks are appended to it (heal_seen compares them with the last run's)."""
     from ...watches._common import read_stream
 
-    return from_bytes(read_stream(stdin), env)
+    return from_bytes(read_stream(stdin), env, keep)
 
 
-def from_bytes(data, env):
+def from_bytes(data, env, keep=None):
     """Payload bytes -> Selection. Pure. Raises watches.PayloadError."""
     from ...watches import checks, keyprefix, service
     from ...watches._common import decode
@@ -46,7 +47,10 @@ def from_bytes(data, env):
     first = doc[0]
     if isinstance(first, dict) and isinstance(first.get("Service"), dict):
         return Selection("service", service.service_names(service.from_json(doc)), False, {})
-    return from_checks(checks.from_json(doc))
+    items = checks.from_json(doc)
+    if keep is not None:
+        keep.extend(items)
+    return from_checks(items)
 
 
 def from_checks(items):

@@ -82,6 +82,7 @@ def heal_service(run, sp):
         if e.kind == "consul" and st is not None:
             why = consul_errors.cause(st, why) + why
         run.audit(_base(run, sp, t0, decision="error", reason=why, result=None, argv=None))
+        run.last_error = (e.kind, why)
         if consul_errors.leader_lost(why) and run.after_election(st, lock.lock_key(run.env, sp.service)):
             return heal_service(run, sp)  # once per run: the trigger still needs a decision
         return Result(sp.service, Status.UNKNOWN, "%s: could not decide, nothing changed: %s" % (sp.service, why),
@@ -185,6 +186,7 @@ def _round(run, sp, consul):
         # fresh observation sees the new containers as pending either way
         history_error = str(e)
     if not res.ok:
+        run.failed_heal(sp, res.output)
         run.alert(sp, dec, "heal_failed", "%s failed: %s" % (" ".join(argv), (res.output or "").strip()[-300:]))
     status = Status.WARNING if (not res.ok or history_error or dec.suspended) else Status.OK
     return Round(dec, status, obs, consul_index, res.argv or argv, res, history_error, facts)

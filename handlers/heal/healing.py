@@ -16,6 +16,7 @@ from .heal_context import Parts, Run, write_audit
 from ..core.status import Outcome, Status
 
 MAX_IGNORED_LISTED = 5
+ERRORS_IN_ROW = 2  # Consul or the engine failing for this many services in a row ends the run (one record)
 
 def _index(environ):
     raw = (environ.get("CONSUL_INDEX") or "").strip()
@@ -24,7 +25,7 @@ def _index(environ):
 
 def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_for=None, reason=None,
         not_before=None, dry_run=False, audit_log=None, specs=None, env=None, conn=None, stdin=None, environ=None,
-        engine_factory=None, scaler_factory=None, clock=time.time, parts=None):
+        engine_factory=None, scaler_factory=None, clock=time.time, parts=None, changes=False):
     """The whole run -> Outcome."""
     from . import heal_admin, heal_select, healer
     from ..consul import settings
@@ -40,12 +41,17 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
         raise UsageError("--for and --reason go with --pause")
     if not_before is not None and not services:
         raise UsageError("--not-before goes with --service")
-    sel = None
+    sel, seen = None, None
+    if changes and modes:
+        raise UsageError("--changes goes with a checks watch payload on stdin")
     if not modes:
         if stdin is None or stdin.isatty():
             raise UsageError("no payload: stdin is a terminal; use --service NAME, --all or a watch payload")
-        sel = heal_select.from_stream(stdin, env)
+        items = [] if changes else None
+        sel = heal_select.from_stream(stdin, env, items)
         all_ = sel.all_
+        if changes and (sel.kind == "empty" or sel.kind.startswith("checks")):
+            sel, seen = None, items
     if not_before is not None:
         _sleep_until(parts, not_before)
     specs_dir = spec_mod.specs_dir(specs, environ)
@@ -53,6 +59,13 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ), secrets=tokens)
     ctx = Run(env, conn or {}, environ, log, _index(environ), dry_run, parts, specs_dir)
     ctx.not_before = not_before
+    if seen is not None:
+        from . import heal_changes
+        seen = heal_changes.Changes(ctx, seen, audit_mod.audit_path(audit_log, environ))
+        all_, services = seen.all_, seen.names
+        if not all_ and not services:
+            seen.save([])
+            return Outcome(Status.OK, runtime.status_line(Status.OK, seen.summary()))
     if all_ or (sel is not None and len(sel.names) > 1):  # a triage run: its Consul reads start now
         ctx.start_prefetch()
     loaded = spec_mod.load_dir(specs_dir, env)
@@ -67,6 +80,8 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
         return _summarise([healer.heal_service(ctx, sp)], lines)
     if all_:
         chosen = list(loaded.values())
+    elif seen is not None:
+        chosen = [loaded[s] for s in services if s in loaded]
     elif services:
         chosen = [_require(loaded, s, specs_dir) for s in dict.fromkeys(services)]
         if not_before is not None:
@@ -80,20 +95,68 @@ def run(*, services=(), all_=False, reset=None, pause=None, resume=None, pause_f
                     "payload names %d service(s), none with a spec in %s: nothing to do" % (len(sel.names), specs_dir))
             return Outcome(Status.OK, runtime.status_line(Status.OK, text))
     if not chosen:
+        if seen is not None:
+            seen.save([])
+            return Outcome(Status.OK, runtime.status_line(Status.OK, seen.summary() + ", none with a spec"))
         return Outcome(Status.OK, runtime.status_line(Status.OK, "no specs in %s: nothing to do" % specs_dir))
     results = []
-    ctx.single = len(chosen) == 1
+    ctx.single = len(chosen) == 1 and seen is None  # a --changes run never blocks the one checks watch
     ctx.quiet_noops = bool(all_)
     if len(chosen) > 1:
         chosen, quiet = _triage(ctx, chosen)
         results += quiet
-    for sp in chosen:
-        results.append(healer.heal_service(ctx, sp))
-        if sel is not None and sp.service in sel.wake:
-            from . import recheck
-            recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
+        ctx.grouped = []
+    results += _heal_each(ctx, chosen, sel, env)
     ctx.engine.close()
+    if seen is not None:
+        seen.save([r.service for r in results if r.status == Status.UNKNOWN])
     return _summarise(results)
+
+
+def _heal_each(ctx, chosen, sel, env):
+    """One healer per service, bounded: a fleet-wide backoff (heal_storm.py) holds every action; a
+    correlated failure, or Consul or the engine failing for ERRORS_IN_ROW services in a row, ends
+    the run with ONE record for the services it did not look at (not one per service per attempt)."""
+    from . import heal_storm, healer, recheck
+
+    results, skipped, why, in_row, marker = [], [], None, 0, None
+    storm = None
+    if chosen and not ctx.dry_run:
+        storm = heal_storm.read(ctx.consul(ctx.settings(chosen[0])).client, env, ctx.clock())
+    if storm:
+        why = "fleet-wide backoff until %s after a correlated failure (%s)" % (
+            recheck._t(float(storm["until"])), storm.get("why"))
+    for sp in chosen:
+        if why:
+            skipped.append(sp)
+            continue
+        r = healer.heal_service(ctx, sp)
+        results.append(r)
+        if sel is not None and sp.service in sel.wake:
+            recheck.consume_wake(ctx.consul(ctx.settings(sp)).client, env, sp.service, sel.wake[sp.service])
+        failed = r.status == Status.UNKNOWN and ctx.last_error and ctx.last_error[0] in ("consul", "engine")
+        in_row = in_row + 1 if failed else 0
+        if in_row >= ERRORS_IN_ROW:
+            why = "%s failed for %d services in a row: %s" % (ctx.last_error[0], in_row, ctx.last_error[1][:200])
+            continue
+        attempts = sum(1 for x in results if x.decision is not None and x.decision.kind == "heal")
+        sig = None if ctx.dry_run else heal_storm.correlated(ctx.failures, attempts)
+        if sig:
+            import random
+            marker = heal_storm.write(ctx.consul(ctx.settings(sp)).client, env, sig,
+                                      [s for s, _ in ctx.failures], ctx.clock(), random.random())
+            why = "correlated failure: %d of %d heals failed the same way (%s); fleet-wide backoff%s" % (
+                len(ctx.failures), attempts, sig,
+                " until %s" % recheck._t(marker["until"]) if marker else " (marker not written)")
+    if skipped:
+        names = [sp.service for sp in skipped]
+        write_audit(ctx.log, {"service": None, "env": ctx.env, "index": ctx.index, "decision": "hold",
+                              "dry_run": ctx.dry_run, "reason": "%d service(s) not looked at this run: %s"
+                              % (len(names), why), "skipped": len(names), "services": names[:heal_storm.LISTED]})
+        results += [healer.Result(n, Status.UNKNOWN, "%s: not looked at: %s" % (n, why), None) for n in names]
+    if ctx.grouped is not None:
+        ctx.flush_alerts(" (%s)" % why if marker else "")
+    return results
 
 
 def _sleep_until(parts, at):

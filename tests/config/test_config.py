@@ -59,12 +59,8 @@ def test_script_mode_checks_and_watches(tmp_path):
     assert rec["args"] == [heal[0], "--all"] + heal[1:]
     assert (rec["interval"], rec["timeout"]) == ("30s", "150s")
     assert docs["medic-watches.json"]["watches"] == [
-        {"type": "checks", "state": "critical", "stale": True, "args": heal},
+        {"type": "checks", "stale": True, "args": heal[:1] + ["--changes"] + heal[1:]},
         {"type": "checks", "service": "medic", "args": ["/opt/medic/bin/medic-notify", "watch"] + heal[1:]},
-        {"type": "service", "service": "a.example", "stale": True,
-         "args": heal[:1] + ["--service", "a.example"] + heal[1:]},
-        {"type": "service", "service": "b.example", "stale": True,
-         "args": heal[:1] + ["--service", "b.example"] + heal[1:]},
         {"type": "keyprefix", "prefix": "medic/live/wake/", "stale": True, "args": heal},
     ]
 
@@ -93,8 +89,26 @@ def test_rendering_is_deterministic(tmp_path):
     one = {n: config.dumps(d) for n, d in config.render(specs, plan()).items()}
     two = {n: config.dumps(d) for n, d in config.render(dict(reversed(list(specs.items()))), plan()).items()}
     assert one == two
-    watched = [w.get("service") for w in json.loads(one["medic-watches.json"])["watches"] if w["type"] == "service"]
-    assert watched == ["s1", "s2", "s3"]
+    checks = [c["id"] for c in json.loads(one["medic-service.json"])["service"]["checks"]]
+    assert checks == ["medic:reconcile", "medic:s1", "medic:s2", "medic:s3"]
+
+
+def test_watches_are_a_constant_three_whatever_the_number_of_specs(tmp_path):
+    """Each watch is a blocking connection of the agent to itself: Consul allows 200 per client
+    address. 1 spec or 300: the same three watches; above SCRIPT_LIMIT specs --mode auto counts
+    every spec with the one batch check (a script check per spec is a process per interval)."""
+    few = config.render(load(tmp_path / "few", ("one", 1, {})), plan())
+    many_specs = load(tmp_path / "many", *[("s%03d" % i, 1, {}) for i in range(300)])
+    many = config.render(many_specs, plan())
+    kinds = [(w["type"], w.get("service"), w.get("prefix")) for w in many["medic-watches.json"]["watches"]]
+    assert kinds == [(w["type"], w.get("service"), w.get("prefix")) for w in few["medic-watches.json"]["watches"]]
+    assert len(kinds) == 3
+    checks = many["medic-service.json"]["service"]["checks"]
+    assert sum(1 for c in checks if "args" in c) == 2  # medic:batch and medic:reconcile: two processes
+    assert [c["id"] for c in checks if "args" in c] == ["medic:batch", "medic:reconcile"]
+    assert all("ttl" in c for c in checks if c["id"] not in ("medic:batch", "medic:reconcile"))
+    few_checks = few["medic-service.json"]["service"]["checks"]
+    assert "args" in next(c for c in few_checks if c["id"] == "medic:one")  # small: per spec as it says
 
 
 def test_reserved_service_names_are_refused(tmp_path):
@@ -212,15 +226,18 @@ def test_real_agent_runs_the_rendered_checks_and_watches(consul_factory, tmp_pat
         agent.register_ttl("%s-%d" % (svc, i), svc, port=8000 + i)
     wait_check(agent, "medic:" + svc, lambda c: c["Status"] == "passing", "the count check to pass at 5/5")
 
-    # the agent runs every rendered watch (each fires once at start): 4 watches (checks, notify,
-    # the service, the wake-up keyprefix), and the exact argv of the heal and notify handlers in
+    # the agent runs every rendered watch (each fires once at start): 3 watches (every check,
+    # notify, the wake-up keyprefix), and the exact argv of the heal and notify handlers in
     # its log, whatever those handlers answer
     self_cfg = agent.api("/v1/agent/self")["DebugConfig"]
-    assert len(self_cfg["Watches"]) == 4
+    assert len(self_cfg["Watches"]) == 3
     assert self_cfg["EnableLocalScriptChecks"] is True and self_cfg["EnableRemoteScriptChecks"] is False
     watches = json.load(open(os.path.join(out, "medic-watches.json")))["watches"]
     heal = "watch handler output: watch_handler=[%s]" % ", ".join(watches[0]["args"])
     notify = "watch handler output: watch_handler=[%s]" % ", ".join(watches[1]["args"])
-    assert watches[0]["args"][:3] == [BIN + "/medic-heal", "--specs", d] and "--audit-log" in watches[0]["args"]
-    support.wait_for(lambda: agent.log_tail(100000).count(heal) >= 3 and notify in agent.log_tail(100000),
+    wake = "watch handler output: watch_handler=[%s]" % ", ".join(watches[2]["args"])
+    assert watches[0]["args"][:4] == [BIN + "/medic-heal", "--changes", "--specs", d] and "--audit-log" in watches[0]["args"]
+    assert watches[2]["args"] == [watches[0]["args"][0]] + watches[0]["args"][2:]
+    support.wait_for(lambda: heal in agent.log_tail(100000) and wake in agent.log_tail(100000)
+                     and notify in agent.log_tail(100000),
                      60, 0.5, "the agent to run the heal and notify watch handlers")
