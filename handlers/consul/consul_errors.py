@@ -17,7 +17,9 @@ It asks a few short questions (`GET /v1/status/leader?stale`, `/v1/agent/self`,
 `/v1/catalog/node/<own node>?stale`; at most 3 s each) only when the text alone does
 not say. It never raises: explaining must not fail. (medic-heal's healer uses `cause`.)
 """
-from ..core.errors import ConsulTimeout, MedicError
+import sys
+
+from ..core.errors import ConsulError, ConsulTimeout, MedicError
 
 ACL = "ACL denied (token unknown or lacking the right): "
 AGENT_DOWN = "Consul agent not reachable at %s: "
@@ -30,6 +32,14 @@ NOT_READY = ("the local Consul agent is not ready (its node %s is not registered
 _ACL_TEXT = ("permission denied", "acl not found", "http 403", "403 forbidden")
 
 
+def failures():
+    """The exceptions a Consul client's call raises when Consul fails: ConsulError (the light
+    clients), OSError (sockets; requests' errors under py-consul) and py-consul's ConsulException
+    (counted once py-consul is loaded: no py-consul client exists before)."""
+    exceptions = sys.modules.get("consul.exceptions")
+    return (ConsulError, OSError) + ((exceptions.ConsulException,) if exceptions is not None else ())
+
+
 def is_acl(error):
     text = str(error).lower()
     return any(t in text for t in _ACL_TEXT)
@@ -39,7 +49,7 @@ def cause(settings, error=""):
     """The cause as a prefix ('no cluster leader (quorum lost?): ') or '' when nothing more is known."""
     try:
         return _cause(settings, str(error))
-    except Exception:  # explaining never fails
+    except Exception:  # noqa: BLE001 boundary: explaining never fails over the failure it explains
         return ""
 
 
@@ -48,7 +58,7 @@ def explain(settings, error):
     text = " ".join(str(error).split())
     try:
         text = settings.redact(text)
-    except Exception:
+    except (AttributeError, TypeError):  # settings that cannot redact: the text as it is
         pass
     prefix = cause(settings, text)
     return text if not prefix or text.startswith(prefix) else prefix + text

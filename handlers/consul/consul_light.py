@@ -6,7 +6,7 @@ medic-heal's lock, history, pause, marks and deferred runs speak py-consul's int
 restart and on every run that only finds the lock held. This client answers the same
 calls, with the same return values, through `lighthttp` (one keep-alive connection, the
 same settings: address, TLS, token, auth, timeout). Errors are ConsulError (the token
-never in them); callers that caught py-consul's exceptions catch Exception.
+never in them); callers catch consul_errors.failures() (either client's).
 
     client = consul_light.Client(settings)
     index, item = client.kv.get(key, consistency="consistent")   # item["Value"] is bytes or None

@@ -18,6 +18,7 @@ import random
 import time
 
 from ..core.errors import ConsulError
+from .consul_errors import failures
 
 KEEP = object()  # returned by fn: leave the key as it is
 
@@ -86,7 +87,7 @@ def read(client, key):
     """-> (value, ModifyIndex); (None, 0) when absent. Raises ConsulError."""
     try:
         item = _light_get(client, key) if _light(client) else client.kv.get(key, consistency="consistent")[1]
-    except Exception as e:
+    except failures() as e:
         raise ConsulError("cannot read KV %s: %s" % (key, _reason(client, e))) from None
     if not item:
         return None, 0
@@ -99,7 +100,7 @@ def put(client, key, value, cas=None):
     body = json.dumps(value, sort_keys=True, default=str)
     try:
         return _light_put(client, key, body, cas) if _light(client) else bool(client.kv.put(key, body, cas=cas))
-    except Exception as e:
+    except failures() as e:
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(client, e))) from None
 
 

@@ -24,6 +24,7 @@ import time
 
 from ..core import keys
 from ..core.errors import ConsulError
+from .consul_errors import failures
 
 DEFAULT_TTL = 15  # seconds; Consul's minimum is 10
 RELEASE_RETRY = 8.0  # a release Consul refuses (a leader election) is tried again this long
@@ -55,7 +56,7 @@ class ServiceLock:
     def _item(self):
         try:
             _, item = self.client.kv.get(self.key)
-        except Exception:
+        except failures():
             return None
         return item
 
@@ -69,7 +70,7 @@ class ServiceLock:
             return None
         try:
             self.client.session.destroy(item["Session"])
-        except Exception:
+        except failures():
             return None
         return doc
 
@@ -82,7 +83,7 @@ class ServiceLock:
                 name="medic-%s %s" % (self.operation, self.key), behavior="release",
                 ttl=self.ttl, lock_delay=0)
             ok = self.client.kv.put(self.key, info, acquire=self.session)
-        except Exception as e:
+        except failures() as e:
             self._destroy()
             raise ConsulError("cannot take lock %s: %s" % (self.key, _reason(e))) from None
         if not ok:
@@ -96,7 +97,7 @@ class ServiceLock:
         while not self._stop.wait(self.ttl / 3.0):
             try:
                 self.renew_client.session.renew(self.session)
-            except Exception:
+            except failures():
                 pass  # the next renewal may succeed; the TTL bounds the damage
 
     def release(self):
@@ -107,7 +108,7 @@ class ServiceLock:
             return
         try:
             self.client.kv.put(self.key, None, release=self.session)
-        except Exception:
+        except failures():
             pass  # destroying the session releases it too; failing that, the TTL does
         self._destroy(RELEASE_RETRY)
 
@@ -121,7 +122,7 @@ class ServiceLock:
             try:
                 self.client.session.destroy(sid)
                 return
-            except Exception:
+            except failures():
                 if time.monotonic() >= deadline:
                     return
                 time.sleep(RELEASE_RETRY_STEP)

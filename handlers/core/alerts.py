@@ -67,7 +67,7 @@ def _child_env(settings, audit):
 def _reap(p):
     try:
         p.wait()
-    except Exception:
+    except OSError:
         pass
 
 
@@ -93,11 +93,11 @@ def emit(event, audit=None, specs=None, env=None, settings=None):
                 p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=_child_env(settings, audit), start_new_session=True, close_fds=True)
             threading.Thread(target=_reap, args=(p,), daemon=True).start()
-    except Exception as e:  # the contract: never raise into the heal path
+    except Exception as e:  # noqa: BLE001 boundary: never raise into the heal path; audited as not handed over
         ok, error = False, "%s: %s" % (type(e).__name__, e)
         try:
             error = settings.redact(error) if settings is not None else error
-        except Exception:
+        except (AttributeError, TypeError):
             error = type(e).__name__  # cannot tell what is secret in it: keep the type only
     if audit is not None:
         try:
@@ -106,6 +106,6 @@ def emit(event, audit=None, specs=None, env=None, settings=None):
                          "env": event.get("env") if isinstance(event, dict) else None,
                          "event": event, "handed_over": ok, "error": error, "disabled": disabled,
                          "reason": "MEDIC_NOTIFY=off: medic-notify not started" if disabled else None})
-        except Exception:
+        except (OSError, TypeError, ValueError):  # the log, or an event json cannot write
             pass
     return ok

@@ -73,7 +73,7 @@ def version():
     try:
         from importlib.metadata import version as dist_version
         return dist_version("consul-medic")
-    except Exception:
+    except (ImportError, OSError, ValueError):  # not installed (PackageNotFoundError), unreadable metadata
         return "unknown"
 
 
@@ -126,7 +126,7 @@ def execute(command=None, fast=None, argv=None, prog=None):
         return Outcome(Status.UNKNOWN, status_line(Status.UNKNOWN, kind + str(e)))
     except KeyboardInterrupt:
         return Outcome(Status.UNKNOWN, status_line(Status.UNKNOWN, "interrupted"))
-    except Exception as e:  # the boundary: anything unexpected is UNKNOWN, never 1/2
+    except Exception as e:  # noqa: BLE001 boundary: anything unexpected is one UNKNOWN status line, never 1/2
         _trace(verbose)
         hint = "" if verbose else " (run with -v for the traceback)"
         return Outcome(Status.UNKNOWN, status_line(

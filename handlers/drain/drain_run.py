@@ -124,12 +124,11 @@ def run(node, undo=False, rebalance=False, hosts_file=None, deadline=60.0, lb_ou
 
 
 def _engine(docker_host):
+    from ..core.errors import EngineError
+    from ..engine import engine
     try:
-        import docker
-        c = docker.DockerClient(base_url=docker_host, timeout=int(ENGINE_TIMEOUT))
-        c.ping()
-        return c
-    except Exception:
+        return engine.connect(docker_host, ENGINE_TIMEOUT, sdk=True)
+    except EngineError:
         return None
 
 

@@ -18,25 +18,37 @@ SDK import only when it is used.
 
 Where: DOCKER_HOST `unix://PATH` (default /var/run/docker.sock) or `tcp://HOST:PORT`
 (plain HTTP). Anything else (ssh://, or TLS via DOCKER_TLS_VERIFY/DOCKER_CERT_PATH)
-is left to the SDK: `client()` returns a docker SDK client then.
+is left to the SDK: `connect()` returns a docker SDK client then; `connect(sdk=True)` always
+does (the image, Swarm and event APIs). `connect` is the one place that builds an engine client;
+nothing outside handlers/engine/ imports the SDK.
 
 Errors: every failure is an EngineError naming the call; a missing container is
 `NotFound` (an EngineError whose class name the SDK's callers already test for).
+`failures()` and `not_found()` are what to catch around a call of either client.
 The HTTP transport is handlers/engine/engine_http.py.
 """
 import json
+import math
 import os
+import sys
 
-from .engine_http import Transport, first_line, quote, where
+from .engine_http import NotFound, Transport, first_line, quote, where
 from ..core.errors import EngineError
 
 
-def client(timeout=10.0, environ=None):
-    """A client that answered a ping: this light one, or the docker SDK's where it cannot go."""
+def connect(docker_host=None, timeout=10.0, sdk=False, environ=None, ping=True):
+    """The one way to a Docker engine: a client that answered (EngineError when none does).
+
+    sdk=False: this light client where it can go (unix:// or plain tcp://), else the docker SDK's;
+    sdk=True: the docker SDK's (the image, Swarm and event APIs). docker_host: the engine's address
+    (DOCKER_HOST's form); by default DOCKER_HOST from `environ` (os.environ). ping=False: no ping
+    of an SDK client (it asks the engine's API version when built)."""
     env = os.environ if environ is None else environ
-    target = where(env)
+    if docker_host is not None:
+        env = dict(env, DOCKER_HOST=docker_host)
+    target = None if sdk else where(env)
     if target is None:
-        return sdk_client(timeout)
+        return _sdk(docker_host, timeout, ping, env)
     c = Client(target, timeout)
     try:
         c.ping()
@@ -46,17 +58,46 @@ def client(timeout=10.0, environ=None):
     return c
 
 
-def sdk_client(timeout=10.0):
-    """A docker SDK client from the environment that answered a ping (the slow import)."""
+def _sdk(docker_host, timeout, ping, environ=None):
+    """A docker SDK client (the slow import): at `docker_host`, else from the environment."""
     import docker  # lazy: heavy
 
-    where_ = os.environ.get("DOCKER_HOST") or "the default socket"
+    env = os.environ if environ is None else environ
+    where_ = docker_host if docker_host is not None else env.get("DOCKER_HOST") or "the default socket"
+    seconds = max(1, math.ceil(timeout))  # whole seconds, never shorter than asked
     try:
-        c = docker.from_env(timeout=int(max(1, timeout)))
-        c.ping()
+        if docker_host is not None:
+            c = docker.DockerClient(base_url=docker_host, timeout=seconds)
+        else:
+            c = docker.from_env(timeout=seconds, environment=env)
+        if ping:
+            c.ping()
         return c
-    except Exception as e:
+    except (docker.errors.DockerException, OSError) as e:  # OSError: requests' errors
         raise EngineError("cannot reach the Docker engine at %s: %s" % (where_, first_line(e))) from None
+
+
+def failures():
+    """The exceptions an engine client's call raises when the engine fails: EngineError (this
+    client), OSError (sockets; requests' errors under the SDK) and the SDK's DockerException
+    (counted once the SDK is loaded: no SDK client exists before)."""
+    errors = sys.modules.get("docker.errors")
+    return (EngineError, OSError) + ((errors.DockerException,) if errors is not None else ())
+
+
+def not_found():
+    """The exceptions an engine client raises for a container that does not exist."""
+    errors = sys.modules.get("docker.errors")
+    return (NotFound,) + ((errors.NotFound,) if errors is not None else ())
+
+
+def swarm_update(service, image, update, rollback):
+    """Point a Swarm service (an SDK `services.get` object) at `image` with the given update and
+    rollback configs (dicts of docker.types.UpdateConfig's arguments)."""
+    import docker
+
+    service.update(image=image, update_config=docker.types.UpdateConfig(**update),
+                   rollback_config=docker.types.RollbackConfig(**rollback))
 
 
 def filters_query(filters):
@@ -81,7 +122,7 @@ class Client(Transport):
         if self._sdk is not None:
             try:
                 self._sdk.close()
-            except Exception:
+            except failures():
                 pass
             self._sdk = None
 
@@ -120,7 +161,7 @@ class Client(Transport):
     def services(self):
         """Swarm services through the docker SDK (imported on first use only)."""
         if self._sdk is None:
-            self._sdk = sdk_client(self.timeout)
+            self._sdk = _sdk(None, self.timeout, True)  # where() could not: the environment's engine
         return self._sdk.services
 
 

@@ -26,6 +26,7 @@ import time
 from collections import namedtuple
 
 from ..core.errors import EngineError
+from .engine import failures, not_found
 
 Result = namedtuple("Result", "ok argv returncode output duration removed")
 _OUTPUT_TAIL = 2000
@@ -125,7 +126,7 @@ class ComposeScaler:
         try:
             found = listing(all=True, filters={"label": ["com.docker.compose.project=%s" % sc.project,
                                                          "com.docker.compose.service=%s" % sc.service]})
-        except Exception:
+        except failures():
             return None  # compose will say what is wrong
         found = [c for c in found if (c.get("Labels") or {}).get("com.docker.compose.oneoff", "False") != "True"]
         stopped = plan_starts(found, n)
@@ -136,7 +137,7 @@ class ComposeScaler:
             name = ((c.get("Names") or ["/" + c["Id"][:12]])[0]).lstrip("/")
             try:
                 self.engine.api.start(c["Id"])
-            except Exception as e:
+            except failures() as e:
                 return [], "engine start of %s failed (%s); ran compose instead\n" % (name, _first_line(e))
             names.append(name)
         return ["docker-engine", "start"] + names, "started %s through the engine API (compose not needed)" % (
@@ -171,9 +172,9 @@ def _remove(engine, cid, stop=False):
         if stop:
             c.stop(timeout=10)
         c.remove(force=True)
-    except Exception as e:
-        if type(e).__name__ == "NotFound":
-            return
+    except not_found():
+        return
+    except failures() as e:
         raise EngineError("removing container %s failed: %s" % (cid[:12], str(e).splitlines()[0][:200])) from None
 
 
@@ -194,7 +195,7 @@ class SwarmScaler:
                 removed.append(replace)
             svc = self.engine.services.get(self.scale_spec.service)
             ok = svc.scale(int(n))
-        except Exception as e:
+        except failures() as e:
             return Result(False, self.argv(n), None, str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
                           time.monotonic() - started, removed)
         return Result(bool(ok), self.argv(n), 0 if ok else None, "", time.monotonic() - started, removed)

@@ -4,6 +4,7 @@ import math
 from ..core import runtime
 from ..core.errors import UsageError
 from ..core.status import Outcome, Status
+from ..consul.consul_errors import failures as consul_failures
 
 MAX_PAUSE = 30 * 86400.0  # --for longer than 30 days: pause without --for (until --resume)
 
@@ -19,7 +20,7 @@ def reset(ctx, sp):
     store.update(lambda h: history.reset(h, now))
     try:
         consul.client.kv.delete(history.circuit_key(ctx.env, sp.service))
-    except Exception:
+    except consul_failures():
         pass
     rec = {"service": sp.service, "env": ctx.env, "decision": "reset", "dry_run": False, "result": "ok",
            "reason": "circuit closed, backoff and failure count cleared by --reset"}

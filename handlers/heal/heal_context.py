@@ -14,6 +14,7 @@ import time
 from collections import namedtuple
 
 from ..core import runtime
+from ..engine.engine import failures as engine_failures
 from .healer import WAIT_BOUND
 
 DEADLINE = 600.0  # whole run; each compose command has its own spec.heal.command_timeout
@@ -61,7 +62,7 @@ class LazyEngine:
         if self.client is not None and hasattr(self.client, "close"):
             try:
                 self.client.close()
-            except Exception:
+            except engine_failures():
                 pass
 
 

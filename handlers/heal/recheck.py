@@ -29,9 +29,12 @@ safety net). `client` is a py-consul client or anything with the same kv.get/put
 import json
 import os
 import socket
+import subprocess
 
 from ..core import keys
 from ..consul.lock import process_alive
+from ..consul.consul_errors import failures as consul_failures
+from ..core.errors import MedicError
 
 OVERDUE = 30.0  # a deferred run this late is presumed gone
 HOLDER_CHECK = 2.0  # a heal holder on another host still holding this long after it took the lock: its host looks
@@ -57,14 +60,14 @@ def mark_dirty(client, env, service, now):
     try:
         client.kv.put(dirty_key(env, service), _me(now))
         return True
-    except Exception:
+    except consul_failures():
         return False
 
 
 def clear_dirty(client, env, service):
     try:
         client.kv.delete(dirty_key(env, service))
-    except Exception:
+    except consul_failures():
         pass
 
 
@@ -77,7 +80,7 @@ def take_dirty(client, env, service):
             return False
         client.kv.delete(key, cas=item["ModifyIndex"])
         return True
-    except Exception:
+    except consul_failures():
         return False
 
 
@@ -95,7 +98,7 @@ def wait_dirty(client, env, service, until, clock, chunk=3.0):
                 index, item = client.kv.get(key)
             else:
                 index, item = client.kv.get(key, index=index, wait="%dms" % max(1, int(min(remaining, chunk) * 1000)))
-        except Exception:
+        except consul_failures():
             return False
         if item:
             return True
@@ -109,13 +112,18 @@ def _record(item):
         return None
 
 
+# what starting a deferred run raises: Popen's errors (TypeError: a None in argv or env), deferred
+# runs off (RuntimeError), a MedicError of the run's own parts
+_SPAWN_FAILURES = (OSError, ValueError, TypeError, subprocess.SubprocessError, MedicError, RuntimeError)
+
+
 def arrange(client, env, service, at, spawn, now):
     """Arrange one deferred run at `at` -> a text for the audit record. `spawn(at)` starts it and
     returns its pid."""
     key = deferred_key(env, service)
     try:
         _, item = client.kv.get(key, consistency="consistent")
-    except Exception as e:
+    except consul_failures() as e:
         return "no deferred run (cannot read %s: %s)" % (key, str(e).splitlines()[0][:100] if str(e) else e)
     rec = _record(item) if item else None
     if rec is not None:
@@ -129,7 +137,7 @@ def arrange(client, env, service, at, spawn, now):
             return "a deferred run was arranged by another handler at the same moment"
         pid = spawn(at)
         client.kv.put(key, json.dumps({"at": at, "host": socket.gethostname(), "pid": pid}))
-    except Exception as e:
+    except consul_failures() + _SPAWN_FAILURES as e:
         return "no deferred run (%s)" % (str(e).splitlines()[0][:150] if str(e) else type(e).__name__)
     return "deferred run at %s (pid %s)" % (_t(at), pid)
 
@@ -165,7 +173,7 @@ def ask_holder_host(client, env, service, holder, not_before, now):
     try:
         client.kv.put(wake_key(env, service), json.dumps({"at": now, "host": socket.gethostname(), "pid": os.getpid(),
                                                           "why": "holder check", "holder": holder}))
-    except Exception:
+    except consul_failures():
         return None
     return "holder on %s since %.1f s: asked every host to look (wake key); its own frees it if its process is dead" % (
         holder.get("host"), now - since)
@@ -179,7 +187,7 @@ def done(client, env, service, at):
         rec = _record(item) if item else None
         if rec is not None and abs(rec[0] - at) < 0.001:
             client.kv.delete(key, cas=item["ModifyIndex"])
-    except Exception:
+    except consul_failures():
         pass
 
 
@@ -187,7 +195,7 @@ def consume_wake(client, env, service, modify_index):
     """Delete a wake-up key this run looked at (CAS: a newer wake-up stays)."""
     try:
         client.kv.delete(wake_key(env, service), cas=int(modify_index))
-    except Exception:
+    except consul_failures():
         pass
 
 

@@ -27,13 +27,14 @@ from ..service import history, observe
 from ..core.errors import ConsulError, EngineError, MedicError
 from ..service import heal_counts, heal_model
 from ..consul import api
+from ..engine.engine import failures as engine_failures
 
 
 def engine_index(client):
     """One list call -> {(project, service): [LocalContainer]} (start time not known: see below)."""
     try:
         summaries = client.api.containers(all=True, filters={"label": observe.COMPOSE_PROJECT})
-    except Exception as e:
+    except engine_failures() as e:
         raise EngineError("Docker engine: listing containers failed: %s" % e) from None
     out = {}
     for s in summaries:
@@ -95,7 +96,7 @@ class Prefetch:
     def _run(self, st, env):
         try:
             self._out = _read(st, env)
-        except Exception as e:  # MedicError, or anything: handed to the main thread as it is
+        except Exception as e:  # noqa: BLE001 relay: the thread's failure, whatever it is, is raised in the main thread (take)
             self._out = e
 
     def take(self, st):

@@ -78,7 +78,7 @@ def run_sweep(**kw):
     try:
         # py-consul's health endpoints take no consistency mode: the default (leader) read
         _, raw = client.health.checks(kw.get("medic_service") or "medic")
-    except Exception as e:
+    except consul_errors.failures() as e:
         raise ConsulError("reading the checks of service %r: %s" % (kw.get("medic_service") or "medic",
                                                                   consul_errors.explain(cfg, e))) from None
     return run_watch(None, _payload=json.dumps(raw or []), **kw)

@@ -9,6 +9,7 @@ see notify_rules.readable), so one corrupt key never stops the alerts of a servi
 
 from ..core import keys
 from ..consul import kv
+from ..core.errors import ConsulError
 
 
 class AlertStore:
@@ -29,7 +30,7 @@ class AlertStore:
         `{"opened": ...}`) says the circuit opened, or None: tells one crash loop from the next."""
         try:
             opened, _ = kv.read(self.client, keys.key(self.env, "circuit", service))
-        except Exception:
+        except ConsulError:
             return None  # a marker only: without it, the state alone decides
         return str(opened.get("opened")) if isinstance(opened, dict) and opened.get("opened") is not None else None
 

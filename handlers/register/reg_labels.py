@@ -248,7 +248,7 @@ def desired(containers, opts, roles=None, exclude=(), exited=()):
             continue
         try:
             regs, s = registrations(c, opts, roles, exited=c.get("Id") in exited)
-        except Exception as e:  # one container's data never stops the fleet: refused, audited
+        except Exception as e:  # noqa: BLE001 boundary: one container's data never stops the fleet: refused, audited
             regs, s = [], [Skip((c.get("Name") or "").lstrip("/"), str(c.get("Id") or "")[:12],
                                 "container data not understood (%s): not registered" % type(e).__name__, "refuse")]
         skips += s

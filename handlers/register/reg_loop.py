@@ -1,14 +1,12 @@
 """The daemon loop of medic-register: engine events, periodic resyncs, retries with backoff."""
 from ..core.errors import ConsulError, EngineError
+from ..engine.engine import failures as engine_failures
 
 
 def docker_client(timeout):
-    """docker.from_env (DOCKER_HOST honoured) with an explicit timeout."""
-    import docker
-    try:
-        return docker.from_env(timeout=timeout)
-    except Exception as e:
-        raise EngineError("cannot reach the Docker engine: %s" % e) from None
+    """The docker SDK's client (DOCKER_HOST honoured; the event stream) with an explicit timeout."""
+    from ..engine import engine
+    return engine.connect(timeout=timeout, sdk=True, ping=False)
 
 
 class EventPump:
@@ -35,7 +33,7 @@ class EventPump:
         if s is not None:
             try:
                 s.close()
-            except Exception:
+            except engine_failures():
                 pass
 
     def _run(self):
@@ -57,7 +55,7 @@ class EventPump:
                     self.queue.put(("event", ev))
                 if not self.stop.is_set():
                     self.queue.put(("lost", "event stream ended"))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 boundary: the pump thread never dies; any failure is one ("lost", why), audited, reconnect
                 if not self.stop.is_set():
                     self.queue.put(("lost", str(e).splitlines()[0] if str(e) else type(e).__name__))
             finally:
@@ -65,7 +63,7 @@ class EventPump:
                 if client is not None:
                     try:
                         client.close()
-                    except Exception:
+                    except engine_failures():
                         pass
             self.stop.wait(delay)
             delay = min(delay * 2, self.backoff[1])

@@ -6,6 +6,7 @@ reg_labels.desired and reg_diff.diff; one audit record per action or deliberate 
 import time
 
 from ..core.errors import ConsulError, EngineError
+from ..engine.engine import failures as engine_failures, not_found
 from .reg_agent import Refused
 from ..catalog.reg_checks import is_refused
 from .reg_diff import diff, event_action, event_effect, event_exit_code, matches
@@ -60,27 +61,26 @@ class Registrar:
     # -- engine side
     def list_containers(self):
         """Full listing: re-inspect every running container (matching --filter)."""
-        import docker
         try:
             summaries = self.engine.api.containers(filters={"label": list(self.filters)} if self.filters else None)
-        except Exception as e:
+        except engine_failures() as e:
             raise _engine_error(e) from None
         fresh = {}
         for s in summaries:
             try:
                 data = self.engine.api.inspect_container(s["Id"])
-            except docker.errors.NotFound:
+            except not_found():
                 continue
-            except Exception as e:
+            except engine_failures() as e:
                 raise _engine_error(e) from None
             if is_serving(data) and matches((data.get("Config") or {}).get("Labels"), self.filters):
                 fresh[data["Id"]] = data
         for cid in list(self.exited):  # kept only while the exited container exists and is not serving
             try:
                 gone = cid in fresh or is_serving(self.engine.api.inspect_container(cid))
-            except docker.errors.NotFound:
+            except not_found():
                 gone = True
-            except Exception as e:
+            except engine_failures() as e:
                 raise _engine_error(e) from None
             if gone:
                 self.exited.pop(cid)
@@ -92,7 +92,7 @@ class Registrar:
         data = self.containers.get(cid) or self.exited.get(cid)
         try:
             return sorted({r.name for r in registrations(data, self.opts)[0]}) if data else []
-        except Exception:  # data the conventions cannot read was refused at registration: no names
+        except Exception:  # noqa: BLE001 boundary: reg_labels.desired refused this data whatever it raised: no names
             return []
 
     def on_event(self, event):
@@ -126,14 +126,13 @@ class Registrar:
             return cid
         if self.filters and not matches(labels, self.filters):
             return None
-        import docker
         self.stopping.pop(cid, None)
         self.exited.pop(cid, None)
         try:
             data = self.engine.api.inspect_container(cid)
-        except docker.errors.NotFound:
+        except not_found():
             data = None
-        except Exception as e:
+        except engine_failures() as e:
             self.pending.add(cid)
             raise _engine_error(e) from None
         if data and is_serving(data) and matches((data.get("Config") or {}).get("Labels"), self.filters):

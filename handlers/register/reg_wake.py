@@ -64,7 +64,7 @@ class Wakes:
             self.fell_back.add((name, cid))
             try:
                 what = "medic-heal started directly (pid %d)" % self.fallback(name, rec)
-            except Exception as e:  # a fallback that cannot start must never stop the registrar
+            except (OSError, ValueError, TypeError, subprocess.SubprocessError) as e:  # Popen's: never stops the registrar
                 what = "medic-heal could not be started: %s: %s" % (type(e).__name__, e)
             self.record({"action": "wake", "service": name, "container": cid, "fallback": True,
                          "reason": "wake-up key not written (%s; the agent's watches wait 5 s after an error): "

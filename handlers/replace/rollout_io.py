@@ -24,6 +24,7 @@ from ..service import observe, rollout_image
 from ..core.errors import EngineError, UsageError
 from .rollout_plan import Box, View
 from ..consul import api
+from ..engine.engine import failures as engine_failures, not_found as engine_not_found
 
 Detail = namedtuple("Detail", "id name image_ref started addrs instances")
 # addrs: ["address:port" of its Consul instances]; instances: [(node, service id)]
@@ -57,8 +58,8 @@ class ComposeDriver:
     def image_id(self, ref):
         try:
             return self.engine.images.get(ref).id
-        except Exception as e:
-            if type(e).__name__ in ("ImageNotFound", "NotFound"):
+        except engine_failures() as e:
+            if isinstance(e, engine_not_found()):  # the SDK's ImageNotFound is a NotFound
                 raise UsageError("image %s is not on the Docker engine (docker pull or build it first)" % ref) \
                     from None
             raise EngineError("Docker engine: image %s: %s" % (ref, _reason(e))) from None
@@ -75,11 +76,10 @@ class ComposeDriver:
                     continue
                 try:
                     out.append(self.engine.api.inspect_container(s["Id"]))
-                except Exception as e:
-                    if type(e).__name__ != "NotFound":
-                        raise
+                except engine_not_found():
+                    pass  # removed between list and inspect
             return out
-        except Exception as e:
+        except engine_failures() as e:
             raise EngineError("Docker engine: listing %s/%s failed: %s" % (sc.project, sc.service, _reason(e))) \
                 from None
 
@@ -159,7 +159,7 @@ class ComposeDriver:
         for cid in ids:
             try:
                 self.engine.api.start(cid)
-            except Exception as e:
+            except engine_failures() as e:
                 raise EngineError("starting %s failed: %s" % (cid[:12], _reason(e))) from None
 
     def maintenance(self, detail, on=True, reason="medic-rollout: replaced by a new instance"):
@@ -178,9 +178,9 @@ class ComposeDriver:
         try:
             c = self.engine.containers.get(cid)
             c.stop(**({} if timeout is None else {"timeout": int(timeout)}))
-        except Exception as e:
-            if type(e).__name__ == "NotFound":
-                return
+        except engine_not_found():
+            return
+        except engine_failures() as e:
             raise EngineError("stopping %s failed: %s" % (cid[:12], _reason(e))) from None
         self.remove(cid)
 
@@ -190,8 +190,8 @@ class ComposeDriver:
                 return self.remove(cid, locked=True)
         try:
             self.engine.api.remove_container(cid, force=True)
-        except Exception as e:
-            if type(e).__name__ == "NotFound" or "is already in progress" in str(e):
+        except engine_failures() as e:
+            if isinstance(e, engine_not_found()) or "is already in progress" in str(e):
                 return
             raise EngineError("removing %s failed: %s" % (cid[:12], _reason(e))) from None
 

@@ -12,7 +12,7 @@ import time
 
 from ..core import audit as audit_mod
 from ..core import runtime
-from ..core.errors import UsageError
+from ..core.errors import EngineError, UsageError
 from ..core.status import Outcome, Status
 from ..core.progress import Progress
 
@@ -50,8 +50,8 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
     log = audit_mod.AuditLog(audit_mod.audit_path(audit_log, environ),
                              secrets=[st.token or "", environ.get("CONSUL_HTTP_TOKEN", "")])
     client = settings.make_client(st)
-    # the docker SDK: a rollout needs the image API the light client (handlers/engine/engine.py) leaves out
-    engine = (engine_factory or (lambda: engine_mod.sdk_client(ENGINE_TIMEOUT)))()
+    # the docker SDK: a rollout needs the image API the light client (handlers/engine.py) leaves out
+    engine = (engine_factory or (lambda: engine_mod.connect(timeout=ENGINE_TIMEOUT, sdk=True)))()
 
     def audit(rec):
         try:
@@ -101,7 +101,7 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
         finally:
             try:
                 engine.close()
-            except Exception:
+            except engine_mod.failures():
                 pass
 
 
@@ -109,5 +109,5 @@ def run(service, image=None, abort=False, deadline=None, lb_output=None, lb_time
 def _warm(driver):
     try:
         driver.base
-    except Exception:
+    except EngineError:
         pass  # the first compose run asks again and reports it

@@ -16,6 +16,7 @@ import time
 
 from ..core import keys
 from ..core.errors import ConsulError
+from ..consul.consul_errors import failures as consul_failures
 
 VERSION = 1
 PHASES = ("rolling", "rolling-back", "failed")
@@ -56,7 +57,7 @@ class Store:
     def load(self):
         try:
             _, item = self.client.kv.get(self.key, consistency="consistent")
-        except Exception as e:
+        except consul_failures() as e:
             raise ConsulError("cannot read KV %s: %s" % (self.key, _reason(e))) from None
         return parse(item["Value"] if item else None, self.key)
 
@@ -64,7 +65,7 @@ class Store:
         doc["updated_at"] = time.time()
         try:
             ok = self.client.kv.put(self.key, json.dumps(doc, sort_keys=True))
-        except Exception as e:
+        except consul_failures() as e:
             raise ConsulError("cannot write KV %s: %s" % (self.key, _reason(e))) from None
         if not ok:
             raise ConsulError("KV %s: write refused" % self.key)
@@ -72,7 +73,7 @@ class Store:
     def clear(self):
         try:
             self.client.kv.delete(self.key)
-        except Exception as e:
+        except consul_failures() as e:
             raise ConsulError("cannot delete KV %s: %s" % (self.key, _reason(e))) from None
 
 

@@ -16,6 +16,7 @@ import time
 from ..core import runtime
 from ..core.errors import EngineError
 from ..core.status import Outcome, Status
+from ..engine.engine import failures as engine_failures, swarm_update
 
 DONE = ("completed",)
 ROLLED_BACK = ("rollback_completed",)
@@ -40,12 +41,10 @@ class SwarmRoll:
     def _service(self):
         try:
             return self.engine.services.get(self.name)
-        except Exception as e:
+        except engine_failures() as e:
             raise EngineError("Swarm service %s: %s" % (self.name, str(e).splitlines()[0][:200])) from None
 
     def run(self, ref, dry_run=False, abort=False):
-        import docker
-
         svc = self._service()
         current = image_of(svc.attrs)
         status = (svc.attrs.get("UpdateStatus") or {}).get("State")
@@ -65,9 +64,8 @@ class SwarmRoll:
                                  % (self.name, ref), "rolled-back")
             cfg = dict(parallelism=1, order="start-first", delay=0, monitor=int(self.deadline * 1e9))
             try:
-                svc.update(image=ref, update_config=docker.types.UpdateConfig(failure_action="rollback", **cfg),
-                           rollback_config=docker.types.RollbackConfig(failure_action="pause", **cfg))
-            except Exception as e:
+                swarm_update(svc, ref, dict(cfg, failure_action="rollback"), dict(cfg, failure_action="pause"))
+            except engine_failures() as e:
                 raise EngineError("Swarm: updating %s failed: %s" % (self.name, str(e).splitlines()[0][:200])) \
                     from None
             self.out.line("%s: Swarm rolling update %s -> %s started" % (self.name, current, ref))

@@ -14,6 +14,7 @@ import time
 from ..core import keys
 from ..consul import kv
 from ..core.errors import ConsulError
+from ..consul.consul_errors import failures as consul_failures
 
 
 def drain_key(env, node):
@@ -33,7 +34,7 @@ def write(client, env, node, doc):
     body = dict(doc, node=node, at=time.time(), by="medic-drain@%s pid %d" % (socket.gethostname(), os.getpid()))
     try:
         ok = client.kv.put(key, json.dumps(body, sort_keys=True))
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(e))) from None
     if not ok:
         raise ConsulError("KV %s: write refused" % key)
@@ -43,7 +44,7 @@ def clear(client, env, node):
     key = drain_key(env, node)
     try:
         client.kv.delete(key)
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot delete KV %s: %s" % (key, _reason(e))) from None
 
 

@@ -18,6 +18,7 @@ import time
 from ..core import keys
 from .heal_model import Action, History, EMPTY_HISTORY
 from ..core.errors import ConsulError
+from ..consul.consul_errors import failures as consul_failures
 
 MAX_ACTIONS = 50
 MAX_SUSPECTS = 100
@@ -101,7 +102,7 @@ class Store:
     def load(self, tolerate_corrupt=False):
         try:
             _, item = self.client.kv.get(self.key, consistency="consistent")
-        except Exception as e:
+        except consul_failures() as e:
             raise ConsulError("cannot read KV %s: %s" % (self.key, _reason(e))) from None
         self.modify_index = int(item["ModifyIndex"]) if item else 0
         raw = item["Value"] if item else None
@@ -122,7 +123,7 @@ class Store:
                 return new
             try:
                 ok = self.client.kv.put(self.key, dump(new), cas=self.modify_index)
-            except Exception as e:
+            except consul_failures() as e:
                 raise ConsulError("cannot write KV %s: %s" % (self.key, _reason(e))) from None
             if ok:
                 self._mirror_circuit(self.history, new)
@@ -142,7 +143,7 @@ class Store:
                 self.client.kv.put(key, json.dumps({"opened": new.circuit}))
             else:
                 self.client.kv.delete(key)
-        except Exception:
+        except consul_failures():
             pass  # a marker only; the history document is the authority
 
 

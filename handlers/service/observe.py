@@ -18,6 +18,7 @@ from ..consul import health
 from .heal_model import Container, Observation, Remote, KNOWN_STATES
 from ..core.errors import ConsulError, EngineError
 from ..consul import api
+from ..engine.engine import failures as engine_failures, not_found as engine_not_found
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
@@ -51,10 +52,10 @@ def consul_instances(conn, service):
 
 # -- engine ----------------------------------------------------------------------
 def engine_client(timeout=10.0):
-    """A Docker engine client that answered a ping: the light one (handlers/engine/engine.py: HTTP over
-    DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
+    """A Docker engine client that answered a ping: the light one (handlers/engine/engine.py: HTTP
+    over DOCKER_HOST's unix:// or tcp://), or the docker SDK's where the light one cannot go."""
     from ..engine import engine
-    return engine.client(timeout)
+    return engine.connect(timeout=timeout)
 
 
 class LocalContainer:
@@ -87,15 +88,13 @@ def compose_containers(client, scale):
                 continue  # `compose run` one-offs are not replicas
             try:
                 attrs = client.api.inspect_container(s["Id"])
-            except Exception as e:
-                if type(e).__name__ == "NotFound":
-                    continue  # removed between list and inspect
-                raise
+            except engine_not_found():
+                continue  # removed between list and inspect
             out.append(_from_attrs(attrs))
         return out
     except EngineError:
         raise
-    except Exception as e:
+    except engine_failures() as e:
         raise EngineError("Docker engine: listing containers of %s/%s failed: %s"
                           % (scale.project, scale.service, _reason(e))) from None
 
@@ -146,7 +145,7 @@ def swarm_containers(client, scale):
     try:
         svc = client.services.get(scale.service)
         tasks = svc.tasks(filters={"desired-state": "running"})
-    except Exception as e:
+    except engine_failures() as e:
         raise EngineError("Swarm service %s: %s" % (scale.service, _reason(e))) from None
     out = []
     for t in tasks:
@@ -172,7 +171,7 @@ def engine_host(client):
     """The engine's host name (docker info Name), or None when the engine does not say."""
     try:
         return client.info().get("Name") or None
-    except Exception:
+    except engine_failures() + (AttributeError,):  # AttributeError: an info answer that is not an object
         return None
 
 

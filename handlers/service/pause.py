@@ -19,6 +19,7 @@ from collections import namedtuple
 
 from ..core import keys
 from ..core.errors import ConsulError
+from ..consul.consul_errors import failures as consul_failures
 
 MAX_REASON = 300
 
@@ -58,7 +59,7 @@ def read(client, env, service, now):
     key = pause_key(env, service)
     try:
         _, item = client.kv.get(key, consistency="consistent")
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot read KV %s: %s" % (key, _reason(e))) from None
     return active(parse(item["Value"] if item else None), now)
 
@@ -70,7 +71,7 @@ def set(client, env, service, until=None, reason="", by=None, now=None):  # noqa
     key = pause_key(env, service)
     try:
         ok = client.kv.put(key, json.dumps(p._asdict(), sort_keys=True))
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(e))) from None
     if not ok:
         raise ConsulError("Consul refused to write KV %s" % key)
@@ -83,7 +84,7 @@ def clear(client, env, service):
     try:
         _, item = client.kv.get(key, consistency="consistent")
         client.kv.delete(key)
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot delete KV %s: %s" % (key, _reason(e))) from None
     return parse(item["Value"] if item else None)
 
@@ -101,7 +102,7 @@ def iso(t):
 def default_by():
     try:
         user = getpass.getuser()
-    except Exception:
+    except (OSError, KeyError, ImportError):  # no login name, no passwd entry, no pwd module
         user = "?"
     return "%s@%s" % (user, socket.gethostname())
 

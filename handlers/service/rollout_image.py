@@ -22,6 +22,7 @@ import time
 from ..core import keys
 from ..consul import kv
 from ..core.errors import ConsulError, UsageError
+from ..consul.consul_errors import failures as consul_failures
 
 VALID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@")
 
@@ -66,7 +67,7 @@ def record_image(client, env, service, image, now=None):
     doc = {"image": check_ref(image), "at": time.time() if now is None else now, "by": by()}
     try:
         ok = client.kv.put(key, json.dumps(doc, sort_keys=True))
-    except Exception as e:
+    except consul_failures() as e:
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(e))) from None
     if not ok:
         raise ConsulError("KV %s: write refused" % key)

@@ -146,7 +146,7 @@ class _Engine:
             from ..engine import engine
             from ..core.errors import MedicError
             try:
-                self._client = engine.client()  # the light client; the docker SDK only for Swarm specs
+                self._client = engine.connect()  # the light client; the docker SDK only for Swarm specs
             except MedicError as e:
                 self.error = str(e)
         return self._client

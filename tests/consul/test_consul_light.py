@@ -86,3 +86,26 @@ def test_errors_are_consul_errors_without_the_token(consul_factory):
     with pytest.raises(ConsulError) as e:
         client.kv.get("medic/x")
     assert "s3cr3t" not in str(e.value)
+
+
+def test_consul_errors_failures_names_what_either_client_raises(consul_agent):
+    """What `except consul_errors.failures()` catches: a refusal and an unreachable agent, from
+    py-consul and from the light client alike; nothing else."""
+    from consul_medic.handlers.consul import consul_errors
+    from support import free_port
+
+    st = settings.resolve(consul_agent.addr)
+    too_big = "x" * (600 * 1024)  # over Consul's 512 KiB value limit: HTTP 413
+    gone = settings.resolve("127.0.0.1:%d" % free_port(), timeout=1)
+    raised = {}
+    for make in (settings.make_client, consul_light.Client):
+        for s, call in ((st, lambda c: c.kv.put("medic-test/too-big-%s" % uuid.uuid4().hex, too_big)),
+                        (gone, lambda c: c.kv.get("medic-test/x"))):
+            with pytest.raises(consul_errors.failures()) as e:
+                call(make(s))
+            raised[make, s is gone] = e.value
+    # py-consul's own exceptions, not ConsulError: the tuple is what makes them caught
+    assert type(raised[settings.make_client, False]).__module__ == "consul.exceptions"
+    assert isinstance(raised[settings.make_client, True], OSError)  # requests' ConnectionError
+    assert all(isinstance(raised[consul_light.Client, g], ConsulError) for g in (False, True))
+    assert not isinstance(ValueError("x"), consul_errors.failures())

@@ -73,7 +73,7 @@ def test_fast_path_needs_an_engine_that_lists():
 @pytest.mark.docker
 def test_light_client_sees_what_the_sdk_sees(docker_client, compose, demo_image, unique):
     project = "medicspeed%s" % unique
-    c = engine.client(timeout=10)
+    c = engine.connect(timeout=10)
     try:
         sh.compose_up(project, 2)
         flt = {"label": ["com.docker.compose.project=" + project, "com.docker.compose.service=web"]}
@@ -102,13 +102,36 @@ def test_light_client_sees_what_the_sdk_sees(docker_client, compose, demo_image,
 @pytest.mark.docker
 def test_unreachable_engine_is_one_clear_error(tmp_path):
     with pytest.raises(EngineError, match="cannot reach the Docker engine at unix://"):
-        engine.client(timeout=1, environ={"DOCKER_HOST": "unix://" + str(tmp_path / "no.sock")})
+        engine.connect(timeout=1, environ={"DOCKER_HOST": "unix://" + str(tmp_path / "no.sock")})
+
+
+@pytest.mark.docker
+def test_connect_builds_either_client_and_names_what_they_raise(tmp_path):
+    """One door to the engine: the light client by default, the SDK's with sdk=True (at an explicit
+    docker_host too); a missing container is in not_found() and in failures() for both."""
+    sock = "unix:///var/run/docker.sock"
+    light = engine.connect(docker_host=sock, timeout=10)
+    heavy = engine.connect(docker_host=sock, timeout=10, sdk=True)
+    try:
+        assert isinstance(light, engine.Client) and not isinstance(heavy, engine.Client)
+        assert heavy.info()["ID"] == light.info()["ID"]
+        for c in (light, heavy):
+            with pytest.raises(engine.not_found()) as e:
+                c.api.inspect_container("medic-no-such-container-%s" % tmp_path.name)
+            assert isinstance(e.value, engine.failures())
+        assert not isinstance(ValueError("x"), engine.failures() + engine.not_found())
+    finally:
+        light.close()
+        heavy.close()
+    for sdk in (False, True):
+        with pytest.raises(EngineError, match="cannot reach the Docker engine at unix://"):
+            engine.connect(docker_host="unix://" + str(tmp_path / "no.sock"), timeout=1, sdk=sdk)
 
 
 @pytest.mark.docker
 def test_scaler_starts_an_exited_container_through_the_engine(docker_client, compose, demo_image, unique):
     project = "medicspeed%s" % unique
-    c = engine.client(timeout=10)
+    c = engine.connect(timeout=10)
     sc = scaler.ComposeScaler(Scale("compose", project, sh.COMPOSE_FILE, "web"), 60, engine=c)
     try:
         sh.compose_up(project, 3)

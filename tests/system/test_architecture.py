@@ -8,6 +8,8 @@
 - Its executable is the folder's `__main__.py` (setup.cfg console_scripts) and nothing imports it.
 - watches/ (pure payload parsing) imports nothing of handlers/ but core.errors.
 - Only handlers/consul/ builds a Consul path or a Consul client; no module re-exports names.
+- Only handlers/engine/ builds a Docker engine client (engine.connect): nothing else imports the
+  docker SDK or the light engine transport.
 Imports are read with `ast` (function-level imports count too).
 """
 import ast
@@ -24,6 +26,8 @@ CAPABILITIES = {"check", "config", "heal", "register", "tag", "notify", "status"
                 "rollout", "drain"}
 # Consul clients: py-consul is built in consul/settings.make_client; nobody imports a raw HTTP client.
 CONSUL_CLIENTS = {"consul": {"handlers.consul.settings"}, "http.client": set(), "urllib.request": set()}
+# Docker engine clients: built in engine/engine.connect (the SDK's or the light one over engine_http).
+ENGINE_CLIENTS = {"docker": {"handlers.engine.engine"}, "handlers.engine.engine_http": {"handlers.engine.engine"}}
 
 
 def _module_name(path):
@@ -157,11 +161,22 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+def _importers(client, modules):
+    return {m for m, p in modules.items() for name, _ in _imports(m, p)
+            if name == client or name.startswith(client + ".")}
+
+
 @pytest.mark.parametrize("client,allowed", sorted(CONSUL_CLIENTS.items()))
 def test_only_the_access_layer_builds_consul_clients(client, allowed):
-    users = {m for m, p in MODULES.items() for name, _ in _imports(m, p)
-             if name == client or name.startswith(client + ".")}
+    users = _importers(client, MODULES)
     assert users <= allowed, "%s imported outside the Consul access layer: %s" % (client, sorted(users - allowed))
+
+
+@pytest.mark.parametrize("client,allowed", sorted(ENGINE_CLIENTS.items()))
+def test_only_the_engine_layer_builds_engine_clients(client, allowed):
+    users = _importers(client, MODULES)
+    assert users <= allowed, "%s imported outside handlers/engine/engine.py (use engine.connect): %s" % (
+        client, sorted(users - allowed))
 
 
 def _consul_paths(path):
@@ -191,12 +206,18 @@ def test_no_re_export_lists():
 
 
 def test_the_checkers_see_a_violation(tmp_path):
-    """The parsers are not vacuous: relative imports resolve, a Consul path in code is found."""
+    """The parsers are not vacuous: relative imports resolve, a Consul path in code is found, a
+    function-level import of the docker SDK or of the engine transport is found."""
     p = tmp_path / "x.py"
     p.write_text('"""doc /v1/kv/ here is fine."""\ndef f():\n    from ..heal import healer\n'
                  '    from ..spec.spec import load_dir\n    return "/v1/kv/" + "x"\n')
     names = {n for n, _ in _imports("handlers.lb.x", str(p))}
     assert {"handlers.heal.healer", "handlers.spec.spec"} <= names
     assert _consul_paths(str(p)) == [(5, "/v1/kv/")]
+    q = tmp_path / "y.py"
+    q.write_text("def f():\n    import docker.errors\n    from ..engine import engine_http\n    return docker\n")
+    fake = {"handlers.register.y": str(q)}
+    assert _importers("docker", fake) == {"handlers.register.y"}
+    assert _importers("handlers.engine.engine_http", fake) == {"handlers.register.y"}
     assert "handlers.notify.notify_run" in GRAPH["handlers.notify.__main__"]
     assert "handlers.core.errors" in GRAPH["watches._common"] or "handlers.core.errors" in GRAPH["watches.checks"]
