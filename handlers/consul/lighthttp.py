@@ -13,6 +13,7 @@ through py-consul, built by `settings.make_client`.
 import json
 import socket
 
+from ..core import http1
 from ..core.errors import ConsulError, ConsulTimeout
 
 _MAX_BODY = 64 * 1024 * 1024
@@ -60,8 +61,7 @@ class Connection:
 
     def __init__(self, settings):
         self.settings = settings
-        self._sock = None
-        self._buf = b""
+        self._sock = self._reader = None
 
     # -- socket plumbing -------------------------------------------------
     def _connect(self):
@@ -86,7 +86,9 @@ class Connection:
             except (OSError, ssl.SSLError) as e:
                 sock.close()
                 raise ConsulError("TLS handshake with Consul at %s failed: %s" % (s.addr, _reason(e))) from None
-        self._sock, self._buf = sock, b""
+        self._sock = sock
+        self._reader = http1.Reader(sock, _MAX_BODY, lambda: ConsulError("Consul response larger than %d bytes"
+                                                                         % _MAX_BODY), "Consul")
 
     def close(self):
         if self._sock is not None:
@@ -100,26 +102,6 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
-
-    def _fill(self):
-        chunk = self._sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed by Consul")
-        self._buf += chunk
-        if len(self._buf) > _MAX_BODY:
-            raise ConsulError("Consul response larger than %d bytes" % _MAX_BODY)
-
-    def _readline(self):
-        while b"\r\n" not in self._buf:
-            self._fill()
-        line, _, self._buf = self._buf.partition(b"\r\n")
-        return line
-
-    def _readn(self, n):
-        while len(self._buf) < n:
-            self._fill()
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
 
     # -- HTTP -----------------------------------------------------------
     def request(self, method, path, params=None, body=None, sleep=None):
@@ -168,40 +150,9 @@ class Connection:
             head.append("Authorization: " + s.basic_auth_header())
         self._sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
-        status_line = self._readline().decode("latin-1")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise ConsulError("Consul at %s answered something that is not HTTP" % s.addr)
-        status = int(parts[1])
-        headers = {}
-        while True:
-            line = self._readline()
-            if not line:
-                break
-            k, _, v = line.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self._readline().split(b";")[0], 16)
-                if size == 0:
-                    while self._readline():
-                        pass
-                    break
-                chunks.append(self._readn(size))
-                self._readn(2)
-            payload = b"".join(chunks)
-        elif "content-length" in headers:
-            payload = self._readn(int(headers["content-length"]))
-        else:  # read to close
-            try:
-                while True:
-                    self._fill()
-            except ConnectionError:
-                pass
-            payload, self._buf = self._buf, b""
-            self.close()
-        if headers.get("connection", "").lower() == "close":
+        status, headers, payload, closed = http1.read_response(
+            self._reader, method, lambda: ConsulError("Consul at %s answered something that is not HTTP" % s.addr))
+        if closed:
             self.close()
         return Response(status, headers, payload)
 

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 
+from ..core import http1
 from ..core.errors import EngineError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -58,7 +59,7 @@ class Transport:
 
     def __init__(self, target, timeout=10.0):
         self.target, self.timeout = target, float(timeout)
-        self._sock, self._buf = None, b""
+        self._sock = self._reader = None
 
     def describe(self):
         kind, addr = self.target
@@ -77,7 +78,9 @@ class Transport:
         except OSError as e:
             raise EngineError("cannot connect to the Docker engine at %s: %s"
                               % (self.describe(), first_line(e))) from None
-        self._sock, self._buf = s, b""
+        self._sock = s
+        self._reader = http1.Reader(s, _MAX_BODY, lambda: EngineError("Docker engine answer larger than %d bytes"
+                                                                      % _MAX_BODY), "the engine")
 
     def close(self):
         if self._sock is not None:
@@ -91,26 +94,6 @@ class Transport:
 
     def __exit__(self, *exc):
         self.close()
-
-    def _fill(self):
-        chunk = self._sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed by the engine")
-        self._buf += chunk
-        if len(self._buf) > _MAX_BODY:
-            raise EngineError("Docker engine answer larger than %d bytes" % _MAX_BODY)
-
-    def _readline(self):
-        while b"\r\n" not in self._buf:
-            self._fill()
-        line, _, self._buf = self._buf.partition(b"\r\n")
-        return line
-
-    def _readn(self, n):
-        while len(self._buf) < n:
-            self._fill()
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
 
     def request(self, method, path, params=None, timeout=None):
         """(status, body bytes); retries once on a stale keep-alive connection."""
@@ -142,41 +125,10 @@ class Transport:
         head = "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: consul-medic\r\nContent-Length: 0\r\n\r\n" % (
             method, path, host)
         self._sock.sendall(head.encode("latin-1"))
-        parts = self._readline().decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise EngineError("the Docker engine at %s answered something that is not HTTP" % self.describe())
-        status = int(parts[1])
-        headers = {}
-        while True:
-            line = self._readline()
-            if not line:
-                break
-            k, _, v = line.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self._readline().split(b";")[0], 16)
-                if size == 0:
-                    while self._readline():
-                        pass
-                    break
-                chunks.append(self._readn(size))
-                self._readn(2)
-            body = b"".join(chunks)
-        elif "content-length" in headers:
-            body = self._readn(int(headers["content-length"]))
-        elif status in (204, 304) or method == "HEAD":
-            body = b""
-        else:  # read to close
-            try:
-                while True:
-                    self._fill()
-            except ConnectionError:
-                pass
-            body, self._buf = self._buf, b""
-            self.close()
-        if headers.get("connection", "").lower() == "close":
+        status, _, body, closed = http1.read_response(
+            self._reader, method,
+            lambda: EngineError("the Docker engine at %s answered something that is not HTTP" % self.describe()))
+        if closed:
             self.close()
         return status, body
 
