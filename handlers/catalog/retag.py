@@ -7,7 +7,7 @@ agent with the new tags, keeping its checks. Returns an Outcome; never exits.
 """
 import json
 
-from ..core import runtime
+from ..core import audit as audit_mod, runtime
 from ..core.status import Outcome, Status
 
 CAS_ATTEMPTS = 5
@@ -59,12 +59,12 @@ def run(s, env, service_id, add, remove, audit_log=None):
                "remove": list(remove), "role": new_role, "key": key}
         # 2. the instance, re-registered with the same checks
         if service is None:
-            _audit(audit_log, dict(rec, action="record", reason="not registered on this agent: role recorded only"))
+            audit_mod.write_or_skip(audit_log, dict(rec, action="record", reason="not registered on this agent: role recorded only"))
             return Outcome(Status.WARNING, runtime.status_line(Status.WARNING, (
                 "%s is not registered on the agent at %s: role recorded at %s, applied when the registrar "
                 "registers it") % (service_id, s.addr, key)))
         if sorted(set(body["Tags"])) == sorted(set(service.get("Tags") or ())):
-            _audit(audit_log, dict(rec, tags=body["Tags"], reason="tags already as asked: agent not written"))
+            audit_mod.write_or_skip(audit_log, dict(rec, tags=body["Tags"], reason="tags already as asked: agent not written"))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s unchanged; role recorded at %s%s"
                                                           % (service_id, ",".join(body["Tags"]), key, note)))
         params = [("replace-existing-checks", "true")] if replace else None
@@ -74,7 +74,7 @@ def run(s, env, service_id, add, remove, audit_log=None):
             raise ConsulError("agent shows tags %s after re-registration, not %s"
                               % (after.get("Tags"), body["Tags"]))
         how = "check rebuilt from its Meta" if replace else "checks left running untouched"
-        _audit(audit_log, dict(rec, tags=body["Tags"], reason="re-registered with new tags (%s)" % how))
+        audit_mod.write_or_skip(audit_log, dict(rec, tags=body["Tags"], reason="re-registered with new tags (%s)" % how))
         return Outcome(Status.OK, runtime.status_line(Status.OK, "%s tags %s (%s); role recorded at %s%s" % (
             service_id, ",".join(body["Tags"]), how, key, note)))
 
@@ -91,11 +91,3 @@ def _role(value):
         return reg_roles.role_from_value(value), ""
     except ValueError as e:
         return None, " (replaced a malformed record: %s)" % e
-
-
-def _audit(log, rec):
-    if log is not None:
-        try:
-            log.write(rec)
-        except OSError:
-            pass

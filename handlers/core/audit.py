@@ -99,6 +99,15 @@ class AuditLog:
             self._fd, self._id = None, None
 
 
+def write_or_skip(log, record):
+    """Write `record` to `log` (None: no log); a log that cannot be written never stops the caller."""
+    if log is not None:
+        try:
+            log.write(record)
+        except OSError:
+            pass
+
+
 def read(path):
     """All records of an audit log (for tests, status and the demo)."""
     try:

@@ -23,7 +23,7 @@ import time
 
 from . import failover_decide, failover_io
 from ..consul import lock
-from ..core import runtime
+from ..core import audit as audit_mod, runtime
 from ..core.status import Outcome, Status
 
 
@@ -48,7 +48,7 @@ def run(s, env, service, audit=None, alert=None, tagger=None, clock=time.monoton
     holder = lock.ServiceLock(client, env, service).holder() or {}
     why = "lock held by %s (%s) for %.0f s: not acting" % (holder.get("operation", "?"), holder.get("host", "?"),
                                                            lock_wait)
-    _audit(audit, dict(rec, action="hold", reason=why))
+    audit_mod.write_or_skip(audit, dict(rec, action="hold", reason=why))
     return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
 
 
@@ -59,7 +59,7 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
         paused = consul.paused()
         if paused:
             why = "paused (%s): not acting" % (paused.reason or "no reason given")
-            _audit(audit, dict(rec, action="hold", reason=why))
+            audit_mod.write_or_skip(audit, dict(rec, action="hold", reason=why))
             return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s" % (service, why)))
         nodes = consul.nodes()
         record = consul.record()
@@ -69,7 +69,7 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
         rec.update(action=d.action, master=d.master, promote=d.promote, retag_slave=list(d.retag_slave),
                    replicate=list(d.replicate), record_before=record, seen=seen, reason=d.reason)
         if d.action == "hold":
-            _audit(audit, rec)
+            audit_mod.write_or_skip(audit, rec)
             _alert(alert, "critical", service, env, d)
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, "%s: %s" % (service, d.reason)))
         steps = []
@@ -77,11 +77,11 @@ def _locked(s, env, service, audit, alert, tagger, clock, t0, rec):
             _execute(d, {n.id: n for n in nodes}, consul, tagger, steps)
         except Exception as e:  # noqa: BLE001 boundary: a failover stopped midway is audited with its steps, alerted, one CRITICAL line
             msg = "%s: %s failed after %s: %s" % (service, d.action, ", ".join(steps) or "no step", e)
-            _audit(audit, dict(rec, steps=steps, error=str(e), result="failed"))
+            audit_mod.write_or_skip(audit, dict(rec, steps=steps, error=str(e), result="failed"))
             _alert(alert, "critical", service, env, d, msg)
             return Outcome(Status.CRITICAL, runtime.status_line(Status.CRITICAL, msg))
     took = round(clock() - t0, 3)
-    _audit(audit, dict(rec, steps=steps, result="done", seconds=took))
+    audit_mod.write_or_skip(audit, dict(rec, steps=steps, result="done", seconds=took))
     if d.alert:
         _alert(alert, "warning", service, env, d)
     return Outcome(Status.OK, runtime.status_line(Status.OK, "%s: %s, master %s: %s (%.2f s)" % (
@@ -117,14 +117,6 @@ def _execute(d, by_id, consul, tagger, steps):
         n = by_id[sid]
         failover_io.replicate(n.address, n.port, master.address, master.port)
         steps.append("REPLICAOF %s on %s" % (master.id, sid))
-
-
-def _audit(log, rec):
-    if log is not None:
-        try:
-            log.write(rec)
-        except OSError:
-            pass
 
 
 def _alert(alert, kind, service, env, d, reason=None):
