@@ -38,7 +38,9 @@ class Notifier:
 
         Claims run one after another (each a KV read and a CAS write); the messages
         then go out in parallel, so one hanging channel costs one budget, not one
-        per service. A Consul failure sends nothing for that slot (without the state
+        per service. GROUP_MIN or more messages of one kind to the same channels go out
+        as one message naming the services (notify_message.grouped): a storm is one
+        alert per channel, and every service still gets its own state and audit record. A Consul failure sends nothing for that slot (without the state
         store news cannot be told from a replay): audited, then raised after the
         slots already claimed have been sent.
         """
@@ -51,22 +53,31 @@ class Notifier:
                             result="error")
                 error = error or e
         outcomes = [None] * len(claimed)
+        batches = notify_message.batches([(obs, policy, decision) for obs, policy, _, decision, _, _ in claimed])
 
-        def send(i, obs, policy, spec, decision, previous, now):
-            results = []
-            if decision.send:
+        def send(members):
+            built = []
+            for i in members:
+                obs, policy, spec, decision, previous, now = claimed[i]
                 msg = notify_message.message(obs, decision, self.env, spec, previous, now, self.host)
-                results = channels.send_all(policy.channels, msg, notify_message.document(msg, obs))
-            outcomes[i] = results
+                built.append((msg, notify_message.document(msg, obs)))
+            if len(built) == 1:
+                msg, doc = built[0]
+            else:
+                msg, doc = notify_message.grouped(built)
+            results = channels.send_all(claimed[members[0]][1].channels, msg, doc)
+            for i in members:
+                outcomes[i] = results
 
-        threads = [threading.Thread(target=send, args=(i,) + c, daemon=True) for i, c in enumerate(claimed)]
+        threads = [threading.Thread(target=send, args=(b,), daemon=True) for b in batches]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        sizes = {i: len(b) for b in batches for i in b}
         out = []
-        for (obs, policy, spec, decision, previous, now), results in zip(claimed, outcomes):
-            self._audit(obs, decision, previous, results or [])
+        for i, ((obs, policy, spec, decision, previous, now), results) in enumerate(zip(claimed, outcomes)):
+            self._audit(obs, decision, previous, results or [], grouped=sizes.get(i, 1))
             if decision.record and obs.slot != notify_rules.HEAL_SLOT and obs.state == "passing" \
                     and (previous or {}).get("state") not in (None, "passing"):
                 try:
@@ -116,7 +127,7 @@ class Notifier:
         except kv.CasConflict:
             pass  # someone else is writing it right now: their record is as good
 
-    def _audit(self, obs, decision, previous, results, result=None):
+    def _audit(self, obs, decision, previous, results, result=None, grouped=1):
         if self.audit is None:
             return
         rec = {"kind": "notification", "source": obs.source, "service": obs.service, "env": self.env,
@@ -125,6 +136,8 @@ class Notifier:
                "audit_ref": obs.audit_ref, "decision": "send" if decision.send else "none",
                "reminder": decision.reminder, "reason": decision.reason,
                "channels": [r._asdict() for r in results]}
+        if grouped > 1:
+            rec["grouped"] = grouped  # sent as one message naming this many services
         if self.note:
             rec["note"] = self.note
         if (obs.service, obs.slot) in self.unreadable:

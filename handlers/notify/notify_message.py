@@ -63,6 +63,48 @@ def message(obs, decision, env, spec=None, previous=None, now=None, host=None):
     return msg
 
 
+GROUP_MIN = 3   # messages of one kind to the same channels in one run that go out as one
+LISTED = 20     # services named in a grouped message's reason (the document lists them all)
+
+
+def batches(items):
+    """[(state, policy, verdict)] -> [[index, ...]]: what goes out together. Only verdicts that send;
+    GROUP_MIN or more of one kind (reminders apart) to the same channels are one batch, the rest
+    one batch each, in the order given."""
+    keyed, order = {}, []
+    for i, (_, policy, verdict) in enumerate(items):
+        if not verdict.send:
+            continue
+        key = (verdict.kind, bool(verdict.reminder), json.dumps(policy.channels, sort_keys=True, default=str))
+        if key not in keyed:
+            keyed[key] = []
+            order.append(key)
+        keyed[key].append(i)
+    out = []
+    for key in order:
+        members = keyed[key]
+        out += [members] if len(members) >= GROUP_MIN else [[i] for i in members]
+    return out
+
+
+def grouped(built):
+    """[(msg, doc)] of one kind -> one (msg, doc) naming every service: the counts add up, the reason
+    lists the first LISTED services, the document carries each one's own message."""
+    msgs = [m for m, _ in built]
+    first = msgs[0]
+    names = [m["service"] for m in msgs]
+    lives, desireds = [m.get("live") for m in msgs], [m.get("desired") for m in msgs]
+    listed = ", ".join(names[:LISTED]) + (" (+%d more)" % (len(names) - LISTED) if len(names) > LISTED else "")
+    actions = sorted({m.get("action") for m in msgs if m.get("action")})
+    msg = dict(first, service="%d services" % len(names), services=names,
+               live=None if None in lives else sum(lives), desired=None if None in desireds else sum(desireds),
+               action=actions[0] if len(actions) == 1 else ("various" if actions else None),
+               reason=_bounded(listed), audit_ref=None, check=None, previous=None)
+    doc = document(msg)
+    doc["services"] = [d for _, d in built]
+    return msg, doc
+
+
 def _bounded(text):
     """A reason is for humans: NUL-free and at most REASON_MAX characters (a 5 MB reason still alerts)."""
     if text is None:
@@ -106,8 +148,23 @@ def env_vars(msg):
               "audit_ref", "check", "host", "source"):
         v = msg.get(k)
         out["MEDIC_" + k.upper()] = "" if v is None else _env_safe(v)
+    if msg.get("services"):  # a grouped message: the services it names, one per line
+        out["MEDIC_SERVICES"] = _env_lines(msg["services"])
     out["MEDIC_REMINDER"] = "1" if msg.get("reminder") else "0"
     return out
+
+
+def _env_lines(names):
+    """Service names one per line, within ENV_MAX (the last line says how many were left out)."""
+    out, size = [], 0
+    for i, n in enumerate(names):
+        n = _env_safe(n)
+        if size + len(n) + 1 > ENV_MAX - 32:
+            out.append("(+%d more)" % (len(names) - i))
+            break
+        out.append(n)
+        size += len(n) + 1
+    return "\n".join(out)
 
 
 def dumps(doc):

@@ -261,13 +261,38 @@ def test_many_services_with_a_hanging_webhook_share_one_budget(world):
     w = world
     with Receiver(default="hang", hang_seconds=20) as hang:
         names = [w.svc.replace("svc-", "par%d-" % i) for i in range(4)]
-        for n in names:
-            write_spec(w.specs, n, {"channels": [{"type": "webhook", "url": hang.url, "timeout": "4s",
+        for i, n in enumerate(names):  # each its own channel: four messages (the same channels would be one)
+            write_spec(w.specs, n, {"channels": [{"type": "webhook", "url": "%s/%d" % (hang.url, i), "timeout": "4s",
                                                   "retries": 0}]})
         r = w.watch(*[check(n, "critical", 0, index=70) for n in names])
         assert r.returncode == 1 and "4 message(s) sent, 4 channel failure(s)" in r.stdout, r.stdout
         times = sorted(x["time"] for x in hang.requests)
         assert len(times) == 4 and times[-1] - times[0] < 4
+
+
+def test_many_services_going_critical_at_once_are_one_message_per_channel(world):
+    """A storm in one payload: one webhook message and one SMS naming every service, one state
+    and one audit record per service, and a replay sends nothing."""
+    w = world
+    names = [w.svc.replace("svc-", "storm%d-" % i) for i in range(6)]
+    notify = {"channels": [{"type": "webhook", "name": "rx", "url": w.rx.url + "/storm", "timeout": "2s"},
+                           {"type": "command", "name": "sms", "argv": hook_argv(w.hooks)}]}
+    for n in names:
+        write_spec(w.specs, n, notify)
+    payload = [check(n, "critical", 0, index=80 + i) for i, n in enumerate(names)]
+    r = w.watch(*payload)
+    assert r.returncode == 0 and "6 service(s), 6 message(s) sent" in r.stdout, r.stdout
+    (body,) = w.rx.bodies()
+    assert body["service"] == "6 services" and sorted(d["service"] for d in body["services"]) == sorted(names)
+    assert (body["live"], body["desired"]) == (0, 18) and body["short"].startswith("MEDIC CRITICAL 6 services 0/18")
+    (sms,) = hook_messages(w.hooks)
+    assert sms["env"]["MEDIC_SERVICES"].split("\n") == sorted(names) and len(sms["stdin"].strip()) <= 160
+    recs = [x for x in audit.read(w.audit) if x.get("kind") == "notification"]
+    assert sorted(x["service"] for x in recs) == sorted(names)
+    assert all(x["grouped"] == 6 and x["result"] == "sent" for x in recs)
+    for n in names:
+        assert kv_record(w.agent, keys.key(None, "notify", n, "medic:" + n))["state"] == "critical"
+    assert "0 message(s) sent" in w.watch(*payload).stdout and len(w.rx.bodies()) == 1
 
 
 def test_sweep_sends_due_reminders_from_consul_state(world, unique):

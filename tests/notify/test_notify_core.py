@@ -251,3 +251,28 @@ def test_one_message_per_transition_whatever_the_replays(states, replays):
             expected.append({"passing": "recovered"}.get(s, s))
         last = s
     assert sent == expected
+
+
+def test_a_run_of_many_services_is_one_message_per_kind_and_channels():
+    v = lambda kind, send=True, reminder=False: core.Verdict(send, kind, {}, "new", reminder)  # noqa: E731
+    other = POLICY._replace(channels=({"type": "webhook", "name": "hook", "url": "http://127.0.0.1:1/x"},))
+    items = [(None, POLICY, v("critical")), (None, POLICY, v("critical")), (None, other, v("critical")),
+             (None, POLICY, v("critical", send=False)), (None, POLICY, v("critical")),
+             (None, POLICY, v("recovered")), (None, POLICY, v("critical", reminder=True))]
+    assert message_mod.batches(items) == [[0, 1, 4], [2], [5], [6]]
+    assert message_mod.batches(items[:2]) == [[0], [1]]          # below GROUP_MIN: one message each
+
+    names = ["www.site%03d.example" % i for i in range(25)]
+    built = [(msg_of(service=n, live=0, desired=2), {"service": n}) for n in names]
+    msg, doc = message_mod.grouped(built)
+    assert (msg["service"], msg["live"], msg["desired"], msg["action"]) == ("25 services", 0, 50, "heal")
+    assert msg["reason"].startswith("www.site000.example, www.site001.example") and msg["reason"].endswith("(+5 more)")
+    assert [d["service"] for d in doc["services"]] == names and doc["short"].startswith("MEDIC CRITICAL live 25 services 0/50")
+    assert len(doc["short"]) <= 160
+    env = message_mod.env_vars(msg)
+    assert env["MEDIC_SERVICE"] == "25 services" and env["MEDIC_SERVICES"].split("\n") == names
+    mixed, _ = message_mod.grouped(built[:2] + [(msg_of(service="x", live=None, action="none"), {})])
+    assert mixed["live"] is None and mixed["action"] == "various"
+    many = message_mod.env_vars(message_mod.grouped([(msg_of(service="s%05d." % i + "x" * 60), {})
+                                                     for i in range(500)])[0])["MEDIC_SERVICES"]
+    assert len(many) <= message_mod.ENV_MAX and many.endswith("more)")
