@@ -94,6 +94,27 @@ def read(client, key):
     return decode(item.get("Value")), int(item["ModifyIndex"])
 
 
+def read_prefix(client, prefix):
+    """Every key under `prefix` in one consistent recursive read -> {key: (value, ModifyIndex)}
+    ({} when none). For a run that would otherwise read one key per service. Raises ConsulError."""
+    try:
+        if _light(client):
+            from .api import kv
+            resp = client.call("GET", kv(prefix), [("recurse", None), ("consistent", None)], ok=(200, 404))
+            items = [] if resp.status == 404 else resp.json()
+            import base64
+            items = [dict(i, Value=base64.b64decode(i["Value"]) if i.get("Value") else None)
+                     for i in items if isinstance(i, dict)]
+        else:
+            items = client.kv.get(prefix, recurse=True, consistency="consistent")[1] or []
+    except failures() as e:
+        raise ConsulError("cannot read KV %s: %s" % (prefix, _reason(client, e))) from None
+    if not isinstance(items, list):
+        raise ConsulError("KV %s: Consul answered an unexpected shape" % prefix)
+    return {i["Key"]: (decode(i.get("Value")), int(i["ModifyIndex"])) for i in items
+            if isinstance(i, dict) and "Key" in i and "ModifyIndex" in i}
+
+
 def put(client, key, value, cas=None):
     """Write JSON `value`; with `cas` only if the key is still at that ModifyIndex (0: absent).
     -> True when written. Raises ConsulError."""
@@ -104,14 +125,16 @@ def put(client, key, value, cas=None):
         raise ConsulError("cannot write KV %s: %s" % (key, _reason(client, e))) from None
 
 
-def cas_update(client, key, fn, attempts=5, pause=(0.005, 0.05), sleep=time.sleep):
+def cas_update(client, key, fn, attempts=5, pause=(0.005, 0.05), sleep=time.sleep, known=None):
     """Read-modify-write `key` with check-and-set; -> the value now stored.
 
     Retries a lost race up to `attempts` times with a short jittered pause (so a burst
     of writers to one key all get through); raises CasConflict when every attempt lost.
+    `known` (value, ModifyIndex), from a read_prefix, stands for the first read: when it is
+    stale the write loses its check-and-set and the next attempt reads the key.
     """
-    for _ in range(max(1, attempts)):
-        current, index = read(client, key)
+    for attempt in range(max(1, attempts)):
+        current, index = known if (attempt == 0 and known is not None) else read(client, key)
         new = fn(current)
         if new is KEEP:
             return current

@@ -52,8 +52,11 @@ def run_watch(stream, _payload=None, **kw):
     acl.require_settings(cfg, acl.notify_needs(env))
     policies = {name: resolve_policy(global_conf, s, s.path) for name, s in specs.items()}
     audit = _audit_log(kw, cfg, policies.values())
-    notifier = Notifier(AlertStore(settings.make_client(cfg), cfg, env), audit, env)
+    store = AlertStore(settings.make_client(cfg), cfg, env)
     observations = notify_rules.observe_checks(checks, specs)
+    if len(observations) > 1:
+        store.prefetch()
+    notifier = Notifier(store, audit, env)
     sent, failed, lines = 0, 0, []
     done = notifier.handle_many([(obs, policies[svc], specs[svc]) for svc, obs in observations.items()])
     for obs, decision, results in done:

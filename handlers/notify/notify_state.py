@@ -17,13 +17,24 @@ class AlertStore:
 
     def __init__(self, client, cfg, env):
         self.client, self.cfg, self.env = client, cfg, env
+        self.known = None  # {key: (value, ModifyIndex)} of one read_prefix, or None
 
     def key(self, service, slot):
         return keys.key(self.env, "notify", service, slot)
 
+    def prefetch(self):
+        """Every slot's record in one read (a run over many services then costs one read and a
+        write per change, not a read per service). A failed read leaves the per-key reads."""
+        try:
+            self.known = kv.read_prefix(self.client, keys.key(self.env, "notify") + "/")
+        except ConsulError:
+            self.known = None
+
     def update(self, service, slot, fn, attempts):
         """kv.cas_update on the slot's key: fn(current) -> new record or kv.KEEP."""
-        return kv.cas_update(self.client, self.key(service, slot), fn, attempts=attempts)
+        key = self.key(service, slot)
+        known = None if self.known is None else self.known.pop(key, (None, 0))
+        return kv.cas_update(self.client, key, fn, attempts=attempts, known=known)
 
     def circuit_opened(self, service):
         """When medic-heal's open-circuit marker (`keys.key(env, "circuit", service)`,

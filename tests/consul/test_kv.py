@@ -72,6 +72,28 @@ def test_unreadable_value_is_handed_over_not_raised(client, unique, consul_agent
     assert kv.cas_update(client, key, lambda cur: {"fixed": True}) == {"fixed": True}
 
 
+def test_read_prefix_is_one_read_and_a_stale_known_value_loses_its_cas(client, unique):
+    prefix = "medic/test-kv/%s/many/" % unique
+    assert kv.read_prefix(client, prefix) == {}
+    for i in range(3):
+        kv.put(client, prefix + "s%d" % i, {"n": i})
+    settings_client = client if hasattr(client, "kv") else None
+    if settings_client is not None:
+        settings_client.kv.put(prefix + "raw", b"\xff{")
+    known = kv.read_prefix(client, prefix)
+    assert {k: v for k, (v, _) in known.items() if not isinstance(v, kv.Unreadable)} == \
+        {prefix + "s%d" % i: {"n": i} for i in range(3)}
+    assert all(idx > 0 for _, idx in known.values())
+    kv.put(client, prefix + "s0", {"n": 10})                       # someone writes after the read
+    seen = []
+    assert kv.cas_update(client, prefix + "s0", lambda cur: seen.append(cur) or {"n": cur["n"] + 1},
+                         known=known[prefix + "s0"]) == {"n": 11}   # the stale first try lost, the re-read won
+    assert seen == [{"n": 0}, {"n": 10}]
+    assert kv.cas_update(client, prefix + "new", lambda cur: {"n": 1}, known=(None, 0)) == {"n": 1}
+    assert kv.cas_update(client, prefix + "s1", lambda cur: {"n": 5}, known=(None, 0)) == {"n": 5}  # not absent
+    assert kv.read(client, prefix + "s1")[0] == {"n": 5}
+
+
 def test_explain_names_an_absent_agent_and_acl_denials():
     from support import free_port
     st = settings.resolve("127.0.0.1:%d" % free_port(), environ={})
