@@ -75,9 +75,12 @@ class Notifier:
         for t in threads:
             t.join()
         sizes = {i: len(b) for b in batches for i in b}
-        out = []
+        out, quiet = [], []
         for i, ((obs, policy, spec, decision, previous, now), results) in enumerate(zip(claimed, outcomes)):
-            self._audit(obs, decision, previous, results or [], grouped=sizes.get(i, 1))
+            if nothing_new(decision) and (obs.service, obs.slot) not in self.unreadable:
+                quiet.append((obs, decision, previous))
+            else:
+                self._audit(obs, decision, previous, results or [], grouped=sizes.get(i, 1))
             if decision.record and obs.slot != notify_rules.HEAL_SLOT and obs.state == "passing" \
                     and (previous or {}).get("state") not in (None, "passing"):
                 try:
@@ -85,9 +88,28 @@ class Notifier:
                 except ConsulError as e:
                     error = error or e
             out.append((obs, decision, results or []))
+        self._audit_quiet(quiet)
         if error is not None:
             raise error
         return out
+
+    def _audit_quiet(self, quiet):
+        """Slots with nothing new (a replay, a steady state): one record per run, not one per service
+        (a run over 1,000 services writes one line); a single one keeps its own record."""
+        if len(quiet) == 1:
+            self._audit(*quiet[0], [])
+        elif quiet and self.audit is not None:
+            names = [o.service for o, _, _ in quiet]
+            rec = {"kind": "notification", "source": quiet[0][0].source, "service": None, "env": self.env,
+                   "decision": "none", "result": "suppressed", "unchanged": len(quiet),
+                   "services": names[:notify_message.LISTED],
+                   "reason": "unchanged: %d slot(s) with nothing new to say" % len(quiet)}
+            if self.note:
+                rec["note"] = self.note
+            try:
+                self.audit.write(rec)
+            except OSError as e:
+                sys.stderr.write("medic-notify: cannot write audit log: %s\n" % e.strerror)
 
     def _claim(self, obs, policy):
         """-> (verdict, previous record, now); the verdict's record is stored when it returns."""
@@ -154,6 +176,12 @@ class Notifier:
             self.audit.write(rec)
         except OSError as e:
             sys.stderr.write("medic-notify: cannot write audit log: %s\n" % e.strerror)
+
+
+def nothing_new(verdict):
+    """A verdict that sends nothing and stores nothing because nothing changed."""
+    return not verdict.send and verdict.record is None and verdict.reason.startswith(
+        ("unchanged", "passing, never notified"))
 
 
 def fresh_record(obs, now):

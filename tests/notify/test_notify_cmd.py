@@ -293,6 +293,8 @@ def test_many_services_going_critical_at_once_are_one_message_per_channel(world)
     for n in names:
         assert kv_record(w.agent, keys.key(None, "notify", n, "medic:" + n))["state"] == "critical"
     assert "0 message(s) sent" in w.watch(*payload).stdout and len(w.rx.bodies()) == 1
+    replay = [x for x in audit.read(w.audit) if x.get("kind") == "notification"][len(recs):]
+    assert len(replay) == 1 and replay[0]["unchanged"] == 6 and sorted(replay[0]["services"]) == sorted(names), replay
 
 
 def test_sweep_sends_due_reminders_from_consul_state(world, unique):
