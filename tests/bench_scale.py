@@ -24,9 +24,6 @@ import urllib.request
 import support
 
 CLK = os.sysconf("SC_CLK_TCK")
-REFUSED = ("Connection reset", "not reachable", "Failed to run watch handler", "too many connections",
-           "connection refused")
-
 
 def params():
     smoke = bool(os.environ.get("MEDIC_BENCH_SMOKE"))
@@ -101,20 +98,19 @@ class Sampler:
 
 
 def refused(agent):
-    try:
-        with open(agent.logfile, errors="replace") as f:
-            return [ln for ln in f if any(p in ln for p in REFUSED)]
-    except OSError:
-        return []
+    return support.agent_refusals(agent.logfile)
 
 
-def _register(agent_for, names, threads=4):
+def _register(agent_for, names, tag, threads=4):
+    """Each name at its count, as medic-register on another host would have it: the owner its spec
+    (_write_specs with the same tag) names in Meta, so it counts for medic."""
     items = list(enumerate(names))
 
     def work(part):
         for i, name in part:
             a = agent_for(i)
-            a.register("%s-0" % name, name, port=20000 + i % 40000, check={"TTL": "1h"})
+            a.register("%s-0" % name, name, port=20000 + i % 40000, check={"TTL": "1h"},
+                       meta={"medic_compose_project": "%s%04d" % (tag, i), "medic_compose_service": "web"})
             a.set_ttl("%s-0" % name, "passing")  # a TTL check starts critical whatever Status says
 
     ts = [threading.Thread(target=work, args=(items[k::threads],)) for k in range(threads)]
@@ -180,7 +176,7 @@ def one_agent(b, p):
         # the others are registered (at their count, elsewhere as far as this engine knows) before
         # their specs reach medic: otherwise medic would rightly heal them
         s.start(replicas=2)
-        _register(lambda i: s.agent, others)
+        _register(lambda i: s.agent, others, tag)
         support.wait_for(lambda: len(s.agent.api("/v1/catalog/services")) >= n + 1, 300, 1, "registrations")
         _write_specs(s.specs, others, tag, file=_missing(b.tmp))
         s.render()
@@ -320,7 +316,7 @@ def hosts(b, p):
         assert r.returncode == 0, r.stdout + r.stderr
         c.start()
         clients.append(c)
-    _register(lambda i: clients[i % k], names)
+    _register(lambda i: clients[i % k], names, "hsp%d" % os.getpid())
     _write_specs(specs, names, "hsp%d" % os.getpid(), file=_missing(b.tmp))
     time.sleep(p["settle"])
     # rest: the registrations' count checks, first triage and notify runs settle first (10 s windows

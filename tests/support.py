@@ -5,6 +5,7 @@ FAIL under CI=true, so CI can never pass by skipping the real-system tests.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -255,3 +256,31 @@ def ensure_docker0():
                  ["ip", "link", "set", "docker0", "up"]):
         subprocess.run(argv, capture_output=True, timeout=10)
     return "docker0 was missing: re-created with %s/%s" % (gateway, prefix)
+
+
+# Lines of an agent's log that say Consul refused medic or a handler failed (issue 22's zero).
+REFUSED = ("Connection reset", "not reachable", "Failed to run watch handler", "too many connections",
+           "connection refused", "EOF")
+
+
+def agent_refusals(logfile, since=0):
+    """Refused or failed handler lines of an agent's log from byte `since`; not those of an agent on
+    its way out: a handler that meets its own agent's shutdown (between the agent's "Caught:
+    signal=..." and its next start) fails rightly with 3, and one that got the stop signal itself
+    (a signal to the agent's process group reaches its handlers too) says `signal: interrupt`."""
+    try:
+        with open(logfile, errors="replace") as f:
+            f.seek(since)
+            text = f.read()
+    except OSError:
+        return []
+    out, stopping = [], False
+    for ln in text.splitlines():
+        if "Caught" in ln and "signal" in ln:
+            stopping = True
+        elif "Consul agent running" in ln:
+            stopping = False
+        elif not stopping and any(p in ln for p in REFUSED) and not re.search(
+                r'error="signal: (interrupt|terminated)"', ln):
+            out.append(ln[:120] + " ... " + ln[-300:] if len(ln) > 420 else ln)
+    return out
