@@ -42,8 +42,9 @@ DEFAULT_OUT = "consul.d"
 PREFIX = "medic-"
 SERVICE_ID = "medic"
 RESERVED = ("batch", "reconcile")  # check ids medic:batch, medic:reconcile
-TTL_FACTOR = 4        # batch mode: TTL = 4 x the batch check's interval
-REFRESH_FACTOR = 2    # ... and an unchanged TTL check is rewritten every 2 intervals
+REFRESH_FACTOR = 2    # batch mode: an unchanged TTL check is rewritten every 2 intervals ...
+REFRESH_MIN = 300.0   # ... or 5 minutes, whichever is longer (each rewrite is a request to the agent)
+TTL_FACTOR = 2        # ... and the TTL is twice that: two missed rewrites turn it critical
 DEFAULT_RECONCILE_INTERVAL = 30.0
 RECONCILE_SLACK = 30.0  # reconcile timeout = the largest heal.command_timeout + this
 SCRIPT_LIMIT = 20      # --mode auto: more specs than this -> every count check in batch mode
@@ -91,12 +92,13 @@ def count_checks(specs, plan):
     fmt = durations.format_duration
     checks, batch = [], [s for s in specs.values() if mode_of(s, plan) == "batch"]
     interval = min((s.check.interval for s in batch), default=None)
+    refresh = max(interval * REFRESH_FACTOR, REFRESH_MIN) if batch else None
     for name, s in sorted(specs.items()):
         c = {"id": "medic:" + name, "name": "medic count " + name,
              "notes": "live instances of %s against its spec (%d); exit 1 more, 2 fewer, 3 unknown"
                       % (name, s.instances)}
         if mode_of(s, plan) == "batch":
-            c["ttl"] = fmt(interval * TTL_FACTOR)
+            c["ttl"] = fmt(refresh * TTL_FACTOR)
         else:
             c.update({"args": [_exe(plan, "medic-check"), name] + _common_args(plan, audit=False),
                       "interval": fmt(s.check.interval), "timeout": fmt(s.check.timeout)})
@@ -107,7 +109,7 @@ def count_checks(specs, plan):
         checks.append({
             "id": "medic:batch", "name": "medic batch count",
             "notes": "evaluates every spec and sets the TTL checks medic:<service>; its state is the worst",
-            "args": [_exe(plan, "medic-check"), "--all", "--ttl", "--refresh", "%g" % (interval * REFRESH_FACTOR)]
+            "args": [_exe(plan, "medic-check"), "--all", "--ttl", "--refresh", "%g" % refresh]
                     + _common_args(plan, audit=False),
             "interval": fmt(interval), "timeout": fmt(timeout)})
     return checks

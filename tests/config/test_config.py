@@ -70,12 +70,13 @@ def test_batch_mode_ttl_checks_and_one_batch_script_check(tmp_path):
                  ("b", 1, {"check": {"mode": "batch", "interval": "20s", "timeout": "8s"}}), ("c", 1, {}))
     checks = {c["id"]: c for c in config.render(specs, plan())["medic-service.json"]["service"]["checks"]}
     assert sorted(checks) == ["medic:a", "medic:b", "medic:batch", "medic:c", "medic:reconcile"]
-    assert checks["medic:a"] == {"id": "medic:a", "name": "medic count a", "ttl": "20s",
+    # rewritten unchanged every max(2 x the shortest interval, 5 min); TTL twice that
+    assert checks["medic:a"] == {"id": "medic:a", "name": "medic count a", "ttl": "600s",
                                  "notes": checks["medic:a"]["notes"]}
-    assert checks["medic:b"]["ttl"] == "20s" and "args" not in checks["medic:b"]
+    assert checks["medic:b"]["ttl"] == "600s" and "args" not in checks["medic:b"]
     assert "args" in checks["medic:c"] and "ttl" not in checks["medic:c"]  # script mode per spec
     bat = checks["medic:batch"]
-    assert bat["args"] == ["/opt/medic/bin/medic-check", "--all", "--ttl", "--refresh", "10",
+    assert bat["args"] == ["/opt/medic/bin/medic-check", "--all", "--ttl", "--refresh", "300",
                            "--specs", "/etc/medic/specs"]
     assert (bat["interval"], bat["timeout"]) == ("5s", "8s")
     forced = {c["id"]: c for c in config.render(specs, plan(mode="batch"))["medic-service.json"]["service"]["checks"]}
