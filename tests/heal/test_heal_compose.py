@@ -282,7 +282,7 @@ def test_a_remote_instance_failing_on_a_live_node_is_its_hosts_business_first(co
     w.up(3)
     w.register()
     remote = "live-host-" + w.project
-    sh.register_remote(consul_agent, w.service, remote, status="critical", project=w.project)  # serfHealth passing
+    sh.register_remote(consul_agent, w.service, remote, status="critical", project=w.project)  # a live node
     w.wait_passing(3)
     r = w.heal("--service", w.service, env=w.env(MEDIC_HOLD_WAIT="0", MEDIC_DEFER="off"))
     assert r.returncode == 0 and ": hold:" in r.stdout and "fail on other live hosts (node %s)" % remote in r.stdout, \
