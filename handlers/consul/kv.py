@@ -52,18 +52,27 @@ def _light(client):
     return not hasattr(client, "kv")
 
 
-def _light_get(conn, key):
+def _light_items(conn, key, params):
+    """The KV entries the light transport reads at `key` (None on 404), Values base64-decoded, as
+    py-consul hands them over."""
+    import base64
     from .api import kv
-    resp = conn.call("GET", kv(key), [("consistent", None)], ok=(200, 404))
+    resp = conn.call("GET", kv(key), params, ok=(200, 404))
     if resp.status == 404:
         return None
     items = resp.json()
-    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ConsulError("KV %s: Consul answered an unexpected shape" % key)
-    import base64
-    item = dict(items[0])
-    item["Value"] = base64.b64decode(item["Value"]) if item.get("Value") else None
-    return item
+    return [dict(i, Value=base64.b64decode(i["Value"]) if i.get("Value") else None) for i in items]
+
+
+def _light_get(conn, key):
+    items = _light_items(conn, key, [("consistent", None)])
+    if items is None:
+        return None
+    if not items:
+        raise ConsulError("KV %s: Consul answered an unexpected shape" % key)
+    return items[0]
 
 
 def _light_put(conn, key, body, cas):
@@ -99,12 +108,7 @@ def read_prefix(client, prefix):
     ({} when none). For a run that would otherwise read one key per service. Raises ConsulError."""
     try:
         if _light(client):
-            from .api import kv
-            resp = client.call("GET", kv(prefix), [("recurse", None), ("consistent", None)], ok=(200, 404))
-            items = [] if resp.status == 404 else resp.json()
-            import base64
-            items = [dict(i, Value=base64.b64decode(i["Value"]) if i.get("Value") else None)
-                     for i in items if isinstance(i, dict)]
+            items = _light_items(client, prefix, [("recurse", None), ("consistent", None)]) or []
         else:
             items = client.kv.get(prefix, recurse=True, consistency="consistent")[1] or []
     except failures() as e:

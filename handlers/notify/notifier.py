@@ -40,9 +40,10 @@ class Notifier:
         then go out in parallel, so one hanging channel costs one budget, not one
         per service. GROUP_MIN or more messages of one kind to the same channels go out
         as one message naming the services (notify_message.grouped): a storm is one
-        alert per channel, and every service still gets its own state and audit record. A Consul failure sends nothing for that slot (without the state
-        store news cannot be told from a replay): audited, then raised after the
-        slots already claimed have been sent.
+        alert per channel, and every service still gets its own state and audit record.
+        A Consul failure sends nothing for that slot (without the state store news
+        cannot be told from a replay): audited, then raised after the slots already
+        claimed have been sent.
         """
         claimed, error = [], None
         for obs, policy, spec in items:
@@ -77,7 +78,7 @@ class Notifier:
         sizes = {i: len(b) for b in batches for i in b}
         out, quiet = [], []
         for i, ((obs, policy, spec, decision, previous, now), results) in enumerate(zip(claimed, outcomes)):
-            if nothing_new(decision) and (obs.service, obs.slot) not in self.unreadable:
+            if notify_rules.nothing_new(decision) and (obs.service, obs.slot) not in self.unreadable:
                 quiet.append((obs, decision, previous))
             else:
                 self._audit(obs, decision, previous, results or [], grouped=sizes.get(i, 1))
@@ -176,12 +177,6 @@ class Notifier:
             self.audit.write(rec)
         except OSError as e:
             sys.stderr.write("medic-notify: cannot write audit log: %s\n" % e.strerror)
-
-
-def nothing_new(verdict):
-    """A verdict that sends nothing and stores nothing because nothing changed."""
-    return not verdict.send and verdict.record is None and verdict.reason.startswith(
-        ("unchanged", "passing, never notified"))
 
 
 def fresh_record(obs, now):

@@ -196,6 +196,13 @@ def judge(previous, obs, now, policy):
     return Verdict(False, obs.kind, record, "unchanged: %s already notified" % obs.state, False)
 
 
+def nothing_new(verdict):
+    """A verdict that sends nothing and stores nothing because nothing changed (the reasons judge
+    gives those: a replay, a second node, a steady state)."""
+    return not verdict.send and verdict.record is None and verdict.reason.startswith(
+        ("unchanged", "passing, never notified"))
+
+
 def _iso(ts):
     if not ts:
         return "?"
